@@ -1,0 +1,36 @@
+"""Start the Keras backend without TensorFlow's C++ start-up chatter on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def quiet_stderr_fd():
+    """Send file descriptor 2 to /dev/null for the duration (C++ logs ignore Python)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def start_backend(quiet: bool = True) -> None:
+    """Import Keras and initialise its backend's devices once, quietly unless asked not to."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ctx = quiet_stderr_fd() if quiet else contextlib.nullcontext()
+    with ctx:
+        import keras
+
+        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))

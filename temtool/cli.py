@@ -1,0 +1,191 @@
+"""The temtool command line: each command parses, calls one library function, renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+
+from temtool.errors import TemtoolError  # noqa: E402
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="Segment nanoparticles in TEM images with residual UNets, and see why they work.",
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    from temtool._quiet import start_backend
+
+    start_backend(quiet=not debug)
+
+
+def _arch(depth: int, pool: str, filters: str, kernel: int):
+    from temtool.arch import Architecture, ArchitectureError
+
+    try:
+        return Architecture.create(depth=depth, pool=pool, filters=filters, kernel_size=kernel)
+    except ArchitectureError as e:
+        raise TemtoolError(f"--depth/--pool/--filters/--kernel: {e}") from None
+
+
+def _check_pixel_size(pixel_size: float | None, option: str = "--pixel-size") -> None:
+    if pixel_size is not None and not pixel_size > 0:
+        raise TemtoolError(f"{option} must be a positive number of nm per pixel, got {pixel_size}")
+
+
+# --------------------------------------------------------------------------------------- rf
+@app.command()
+def rf(
+    depth: Annotated[int, typer.Option(help="Number of pooling levels.")] = 2,
+    pool: Annotated[
+        str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")
+    ] = "2",
+    filters: Annotated[
+        str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")
+    ] = "4",
+    kernel: Annotated[int, typer.Option(help="Convolution kernel size (odd).")] = 3,
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="nm per pixel, to report nm.")
+    ] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(help="A trained model bundle: use its architecture and pixel size."),
+    ] = None,
+    exact: Annotated[
+        bool,
+        typer.Option("--exact", help="Also measure the exact worst-case RF on the built model."),
+    ] = False,
+    effective: Annotated[
+        bool,
+        typer.Option(
+            "--effective", help="With --model: effective RF from gradients (Luo et al. 2016)."
+        ),
+    ] = False,
+    data: Annotated[
+        Optional[str],
+        typer.Option(help="With --effective: images to average over (folder or sim:NAME)."),
+    ] = None,
+    cover: Annotated[
+        Optional[float],
+        typer.Option(help="List pool sequences of this depth whose RF covers this many nm."),
+    ] = None,
+    breakdown: Annotated[bool, typer.Option(help="Print the layer-by-layer table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Receptive field of an architecture, in pixels and nm."""
+    from temtool import receptive_field as rfm
+    from temtool.arch import count_params, count_trainable_params
+    from temtool.report import console, rf_table, summary_table
+
+    _check_pixel_size(pixel_size)
+    bundle_info = None
+    if model is not None:
+        from temtool.bundle import load_bundle_metadata
+
+        bundle_info = load_bundle_metadata(model)
+        from temtool.arch import Architecture
+
+        arch = Architecture.from_dict(bundle_info["architecture"])
+        pixel_size = pixel_size or bundle_info.get("pixel_size_nm")
+    else:
+        arch = _arch(depth, pool, filters, kernel)
+    result: dict = {
+        "architecture": arch.to_dict(),
+        "params": count_params(arch),
+        "trainable_params": count_trainable_params(arch),
+        "pixel_size_nm": pixel_size,
+        "rf_px": rfm.theoretical_rf_px(arch),
+        "rf_convention": "Sytwu et al. 2022 (cumulative-stride walk)",
+    }
+    result["rf_nm"] = round(result["rf_px"] * pixel_size, 4) if pixel_size else None
+    if exact:
+        result["exact_rf_px"] = rfm.exact_rf_px(arch)
+        result["exact_rf_nm"] = round(result["exact_rf_px"] * pixel_size, 4) if pixel_size else None
+    if effective:
+        if model is None:
+            raise TemtoolError("--effective needs --model MODEL (a trained bundle)")
+        from temtool.effective_rf import effective_rf_for_bundle
+
+        result["effective"] = effective_rf_for_bundle(model, data=data)
+    if cover is not None:
+        if pixel_size is None:
+            raise TemtoolError("--cover needs --pixel-size (nm per pixel) to convert nm to px")
+        result["cover_nm"] = cover
+        result["recommendations"] = [
+            {"pools": list(p), "rf_px": r, "rf_nm": round(n, 3)}
+            for p, r, n in rfm.rf_recommendation(
+                cover, pixel_size, depth=arch.depth, kernel_size=arch.kernel_size
+            )
+        ]
+    if breakdown:
+        result["breakdown"] = [vars(r) for r in rfm.rf_breakdown(arch)]
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    if breakdown:
+        console.print(rf_table(rfm.rf_breakdown(arch), pixel_size))
+    nm = (lambda v: f"= {v:.2f} nm") if pixel_size else (lambda v: "(give --pixel-size for nm)")
+    rows = {
+        "architecture": arch.label(),
+        "parameters": f"{result['params']:,} ({result['trainable_params']:,} trainable)",
+        "RF (study convention)": f"{result['rf_px']} px {nm(result['rf_px'] * (pixel_size or 0))}",
+    }
+    if exact:
+        rows["RF (exact worst case)"] = (
+            f"{result['exact_rf_px']} px {nm(result['exact_rf_px'] * (pixel_size or 0))}"
+        )
+    if effective:
+        eff = result["effective"]
+        rows["RF (effective, 95% of gradient)"] = (
+            f"radius {eff['radius95_px']:.1f} px {nm(eff['radius95_px'] * (pixel_size or 0))}"
+            f"; map: {eff['png']}"
+        )
+    console.print(summary_table("Receptive field", rows))
+    if cover is not None:
+        from rich.table import Table
+
+        t = Table(title=f"Pool sequences (depth {arch.depth}) whose RF covers {cover} nm")
+        for c in ("pools", "RF px", "RF nm"):
+            t.add_column(c, justify="right")
+        for r in result["recommendations"]:
+            t.add_row(",".join(map(str, r["pools"])), str(r["rf_px"]), f"{r['rf_nm']:.2f}")
+        if not result["recommendations"]:
+            t.caption = "none: use more depth or larger pool choices"
+        console.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``temtool`` console script."""
+    try:
+        app(args=argv, prog_name="temtool")
+    except TemtoolError as e:
+        if _state["debug"]:
+            raise
+        from temtool.report import err_console
+
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        from temtool.report import err_console
+
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
