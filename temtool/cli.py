@@ -29,9 +29,13 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+
+
+def _backend() -> None:
+    """Start Keras (quietly unless --debug); only commands that need it call this."""
     from temtool._quiet import start_backend
 
-    start_backend(quiet=not debug)
+    start_backend(quiet=not _state["debug"])
 
 
 def _arch(depth: int, pool: str, filters: str, kernel: int):
@@ -88,6 +92,7 @@ def rf(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Receptive field of an architecture, in pixels and nm."""
+    _backend()
     from temtool import receptive_field as rfm
     from temtool.arch import count_params, count_trainable_params
     from temtool.report import console, rf_table, summary_table
@@ -167,6 +172,100 @@ def rf(
         if not result["recommendations"]:
             t.caption = "none: use more depth or larger pool choices"
         console.print(t)
+
+
+# --------------------------------------------------------------------------------- simulate
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise TemtoolError(f"--set {item!r}: expected NAME=VALUE or NAME=LO,HI")
+        k, v = item.split("=", 1)
+        try:
+            vals = [float(x) for x in v.split(",")]
+        except ValueError:
+            raise TemtoolError(f"--set {item!r}: values must be numbers") from None
+        out[k.strip()] = tuple(vals) if len(vals) > 1 else vals[0]
+    return out
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    regime: Annotated[
+        str, typer.Option(help="standard (amplitude contrast) or hrtem (lattice fringes).")
+    ] = "hrtem",
+    n: Annotated[int, typer.Option("--n", help="Number of micrographs.")] = 300,
+    size: Annotated[int, typer.Option(help="Side length in px.")] = 512,
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="nm per pixel (default: the regime's).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same images.")
+    ] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = min(2, os.cpu_count() or 1),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty OUT_DIR.")
+    ] = False,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set", help="Override a simulation parameter: NAME=VALUE or NAME=LO,HI (repeatable)."
+        ),
+    ] = [],
+) -> None:
+    """Simulate TEM micrographs with exact masks (standard TEM or HRTEM)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from temtool.data.dataset import write_simulated_dataset
+    from temtool.report import console, summary_table
+
+    if regime not in ("standard", "hrtem"):
+        raise TemtoolError(f"--regime must be 'standard' or 'hrtem', got {regime!r}")
+    _check_pixel_size(pixel_size)
+    if workers < 1:
+        raise TemtoolError(f"--workers must be >= 1, got {workers}")
+    overrides = _parse_sets(set_)
+    if pixel_size:
+        overrides["pixel_size_nm"] = pixel_size
+    import time
+
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sim", total=n)
+        path = write_simulated_dataset(
+            out_dir,
+            regime=regime,
+            n=n,
+            size=size,
+            seed=seed,
+            workers=workers,
+            overwrite=overwrite,
+            overrides=overrides,
+            progress=lambda i: bar.update(task, completed=i),
+        )
+    dt = time.perf_counter() - t0
+    meta = json.loads((path / "dataset.json").read_text())
+    n_particles = sum(len(r["particles"]) for r in meta["images"])
+    console.print(
+        summary_table(
+            f"Simulated {regime} dataset",
+            {
+                "folder": str(path),
+                "images": f"{n} x {size}x{size} px at {meta['pixel_size_nm']} nm/px",
+                "particles": f"{n_particles} ({n_particles / n:.1f} per image)",
+                "splits": ", ".join(f"{k} {len(v)}" for k, v in meta["splits"].items()),
+                "time": f"{dt:.1f} s ({n / dt:.1f} images/s, {workers} workers)",
+            },
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from temtool.receptive_field import RFLayer
+if TYPE_CHECKING:
+    from temtool.receptive_field import RFLayer
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,0 +1,370 @@
+"""The dataset layout every temtool command reads, and the built-in simulated datasets.
+
+Layout::
+
+    DATASET/
+      images/      micrographs (TIFF, PNG, NPY, ...)
+      masks/       binary masks, matched to images by file stem
+      instances/   optional instance-ID maps
+      dataset.json optional: pixel_size_nm, regime, splits {train, val, test: [stems]}, notes
+
+Built-in datasets are named ``sim:NAME`` (see :data:`BUILTIN`); they are generated on first use
+and cached under ``$TEMTOOL_CACHE`` (default ``~/.cache/temtool``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from temtool.data.io import IMAGE_SUFFIXES, read_image, read_mask, write_png, write_tiff
+from temtool.errors import TemtoolError
+
+__all__ = [
+    "BUILTIN",
+    "Dataset",
+    "cache_dir",
+    "resolve_data",
+    "load_dataset",
+    "standardize",
+    "write_simulated_dataset",
+]
+
+# name -> (regime, number of images, size px, config overrides)
+BUILTIN: dict[str, dict] = {
+    "standard": {
+        "regime": "standard",
+        "n": 120,
+        "size": 128,
+        "overrides": {"pixel_size_nm": 0.5, "particles_per_256px2": (4.0, 12.0)},
+        "about": "bright-field TEM, 20 nm Au at 0.5 nm/px, 128x128",
+    },
+    "hrtem": {
+        "regime": "hrtem",
+        "n": 120,
+        "size": 128,
+        "overrides": {
+            "pixel_size_nm": 0.04,
+            "diameter_nm": 3.0,
+            "particles_per_256px2": (4.0, 8.0),
+        },
+        "about": "HRTEM, 3 nm Au with lattice fringes at 0.04 nm/px, 128x128",
+    },
+    "hrtem-lowamp": {
+        "regime": "hrtem",
+        "n": 120,
+        "size": 128,
+        "overrides": {
+            "pixel_size_nm": 0.04,
+            "diameter_nm": 3.0,
+            "particles_per_256px2": (4.0, 8.0),
+            "amplitude_scale": (0.2, 0.3),
+        },
+        "about": "HRTEM with minimal amplitude contrast (fringes must decide), 128x128",
+    },
+}
+
+
+def cache_dir() -> Path:
+    """Where built-in datasets and other caches live."""
+    env = os.environ.get("TEMTOOL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "temtool"
+
+
+def standardize(image: np.ndarray) -> np.ndarray:
+    """Per-image standardisation (mean 0, std 1), as in the study. float32."""
+    x = np.asarray(image, np.float32)
+    s = float(x.std())
+    return (x - x.mean()) / (s if s > 0 else 1.0)
+
+
+# ------------------------------------------------------------------------------ writing
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise TemtoolError(f"{out_dir}: exists and is not a folder")
+        if any(out_dir.iterdir()) and not overwrite:
+            raise TemtoolError(
+                f"{out_dir}: folder is not empty; choose another or pass --overwrite"
+            )
+
+
+def _commit_dir(tmp: Path, out_dir: Path) -> None:
+    """Move a finished temporary folder onto ``out_dir`` (replacing it)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_simulated_dataset(
+    out_dir: str | os.PathLike,
+    regime: str = "hrtem",
+    n: int = 300,
+    size: int = 512,
+    seed: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+    overrides: dict | None = None,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    progress=None,
+) -> Path:
+    """Simulate ``n`` micrographs and write them in the dataset layout, atomically.
+
+    ``progress`` is called with the number of images done. Returns the dataset folder.
+    """
+    from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
+
+    out_dir = Path(out_dir)
+    if n < 1:
+        raise TemtoolError(f"--n must be >= 1, got {n}")
+    if size < 16:
+        raise TemtoolError(f"--size must be >= 16 px, got {size}")
+    try:
+        cfg = config_for(regime, **(overrides or {}))
+    except ValueError as e:
+        raise TemtoolError(str(e)) from None
+    _prepare_out_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for sub in ("images", "masks", "instances"):
+            (tmp / sub).mkdir()
+        records = []
+        for i, sim in enumerate(simulate_batch(cfg, n, size=size, seed=seed, workers=workers)):
+            stem = f"sim_{i:05d}"
+            write_tiff(tmp / "images" / f"{stem}.tif", sim.image, cfg.pixel_size_nm)
+            write_png(tmp / "masks" / f"{stem}.png", sim.mask)
+            write_png(tmp / "instances" / f"{stem}.png", sim.instances.astype(np.uint16))
+            records.append(
+                {
+                    "stem": stem,
+                    "params": sim.params,
+                    "particles": sim.particles,
+                    "counts_per_px": sim.counts_per_px,
+                }
+            )
+            if progress:
+                progress(i + 1)
+        stems = [r["stem"] for r in records]
+        n_train = int(round(split[0] * n))
+        n_val = int(round(split[1] * n))
+        meta = {
+            "name": out_dir.name,
+            "source": "temtool simulate",
+            "generator_version": GENERATOR_VERSION,
+            "regime": regime,
+            "pixel_size_nm": cfg.pixel_size_nm,
+            "size_px": size,
+            "n_images": n,
+            "seed": seed,
+            "config": _jsonable(cfg.__dict__),
+            "splits": {
+                "train": stems[:n_train],
+                "val": stems[n_train : n_train + n_val],
+                "test": stems[n_train + n_val :],
+            },
+            "images": _jsonable(records),
+        }
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
+        _commit_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def builtin_path(name: str) -> Path:
+    from temtool.data.simulate import GENERATOR_VERSION
+
+    return cache_dir() / "datasets" / f"sim-{name}-g{GENERATOR_VERSION}"
+
+
+def ensure_builtin(name: str, progress=None) -> Path:
+    """Path of a built-in simulated dataset, generating it on first use."""
+    if name not in BUILTIN:
+        raise TemtoolError(
+            f"unknown built-in dataset 'sim:{name}'; choose one of "
+            + ", ".join(f"sim:{k}" for k in BUILTIN)
+        )
+    path = builtin_path(name)
+    if (path / "dataset.json").is_file():
+        return path
+    spec = BUILTIN[name]
+    try:
+        write_simulated_dataset(
+            path,
+            regime=spec["regime"],
+            n=spec["n"],
+            size=spec["size"],
+            seed=0,
+            workers=min(2, os.cpu_count() or 1),
+            overwrite=True,
+            overrides=spec["overrides"],
+            progress=progress,
+        )
+    except OSError:
+        if not (path / "dataset.json").is_file():  # another process may have won the race
+            raise
+    return path
+
+
+def resolve_data(spec: str | os.PathLike, option: str = "--data") -> Path:
+    """A dataset folder from a path or a ``sim:NAME`` built-in."""
+    s = str(spec)
+    if s.startswith("sim:"):
+        return ensure_builtin(s[4:])
+    path = Path(s)
+    if not path.exists():
+        raise TemtoolError(
+            f"{option} {path}: no such folder (or use a built-in: sim:standard, sim:hrtem)"
+        )
+    if not path.is_dir():
+        raise TemtoolError(
+            f"{option} {path}: not a folder; a dataset has images/ and masks/ inside"
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------ reading
+@dataclass
+class Dataset:
+    """Images (standardised) and masks of one dataset, by split."""
+
+    path: Path
+    pixel_size_nm: float | None
+    regime: str | None
+    splits: dict[str, list[str]]
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) float32
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) uint8
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``x (N, H, W, 1) float32`` and ``y (N, H, W) uint8`` of a split (equal sizes)."""
+        stems = self.splits.get(split, [])
+        if not stems:
+            raise TemtoolError(f"{self.path}: the {split!r} split is empty")
+        shapes = {self.images[s].shape for s in stems}
+        if len(shapes) > 1:
+            raise TemtoolError(
+                f"{self.path}: images of the {split!r} split differ in size ({sorted(shapes)[:3]}...);"
+                " cut them into equal patches with 'temtool prepare'"
+            )
+        x = np.stack([self.images[s] for s in stems])[..., None]
+        y = np.stack([self.masks[s] for s in stems])
+        return x, y
+
+    def summary(self) -> dict:
+        return {
+            "path": str(self.path),
+            "pixel_size_nm": self.pixel_size_nm,
+            "regime": self.regime,
+            **{f"n_{k}": len(v) for k, v in self.splits.items()},
+            "particle_fraction": float(np.mean([m.mean() for m in self.masks.values()])),
+        }
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in out:
+                raise TemtoolError(f"{folder}: two files share the stem {p.stem!r}; rename one")
+            out[p.stem] = p
+    return out
+
+
+def load_dataset(
+    spec: str | os.PathLike,
+    pixel_size_nm: float | None = None,
+    seed: int = 0,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+) -> Dataset:
+    """Read a dataset folder (or ``sim:NAME``): standardised images, binary masks, splits.
+
+    Without splits in ``dataset.json`` the stems are shuffled with ``seed`` and split by the
+    given fractions.
+    """
+    path = resolve_data(spec)
+    img_dir, mask_dir = path / "images", path / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise TemtoolError(f"{path}: no {d.name}/ folder; a dataset has images/ and masks/")
+    meta = {}
+    if (path / "dataset.json").is_file():
+        try:
+            meta = json.loads((path / "dataset.json").read_text())
+        except json.JSONDecodeError as e:
+            raise TemtoolError(f"{path / 'dataset.json'}: not valid JSON ({e})") from None
+    imgs, masks = _by_stem(img_dir), _by_stem(mask_dir)
+    if not imgs:
+        raise TemtoolError(f"{img_dir}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    missing = sorted(set(imgs) - set(masks))
+    if missing:
+        raise TemtoolError(f"{imgs[missing[0]]}: no mask with the same stem in {mask_dir}")
+    extra = sorted(set(masks) - set(imgs))
+    if extra:
+        raise TemtoolError(f"{masks[extra[0]]}: no image with the same stem in {img_dir}")
+    ds = Dataset(
+        path=path,
+        pixel_size_nm=pixel_size_nm or meta.get("pixel_size_nm"),
+        regime=meta.get("regime"),
+        splits={},
+    )
+    sizes = set()
+    for stem, p in imgs.items():
+        mg = read_image(p)
+        m = read_mask(masks[stem])
+        if m.shape != mg.data.shape:
+            raise TemtoolError(
+                f"{masks[stem]}: mask is {m.shape[0]}x{m.shape[1]} but its image is "
+                f"{mg.data.shape[0]}x{mg.data.shape[1]}"
+            )
+        if mg.pixel_size_nm:
+            sizes.add(round(mg.pixel_size_nm, 6))
+        ds.images[stem] = standardize(mg.data)
+        ds.masks[stem] = m
+    if ds.pixel_size_nm is None and len(sizes) == 1:
+        ds.pixel_size_nm = sizes.pop()
+    splits = meta.get("splits")
+    if splits:
+        unknown = [s for v in splits.values() for s in v if s not in imgs]
+        if unknown:
+            raise TemtoolError(
+                f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image"
+            )
+        ds.splits = {k: list(v) for k, v in splits.items()}
+    else:
+        stems = sorted(imgs)
+        rng = np.random.default_rng(seed)
+        rng.shuffle(stems)
+        n = len(stems)
+        n_train = max(1, int(round(split[0] * n)))
+        n_val = max(1 if n > 1 else 0, int(round(split[1] * n)))
+        ds.splits = {
+            "train": stems[:n_train],
+            "val": stems[n_train : n_train + n_val],
+            "test": stems[n_train + n_val :],
+        }
+    return ds
