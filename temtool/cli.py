@@ -208,11 +208,11 @@ def simulate(
         bool, typer.Option("--overwrite", help="Replace a non-empty OUT_DIR.")
     ] = False,
     set_: Annotated[
-        list[str],
+        Optional[list[str]],
         typer.Option(
             "--set", help="Override a simulation parameter: NAME=VALUE or NAME=LO,HI (repeatable)."
         ),
-    ] = [],
+    ] = None,
 ) -> None:
     """Simulate TEM micrographs with exact masks (standard TEM or HRTEM)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -225,7 +225,7 @@ def simulate(
     _check_pixel_size(pixel_size)
     if workers < 1:
         raise TemtoolError(f"--workers must be >= 1, got {workers}")
-    overrides = _parse_sets(set_)
+    overrides = _parse_sets(set_ or [])
     if pixel_size:
         overrides["pixel_size_nm"] = pixel_size
     import time

@@ -268,8 +268,8 @@ class Dataset:
         shapes = {self.images[s].shape for s in stems}
         if len(shapes) > 1:
             raise TemtoolError(
-                f"{self.path}: images of the {split!r} split differ in size ({sorted(shapes)[:3]}...);"
-                " cut them into equal patches with 'temtool prepare'"
+                f"{self.path}: images of the {split!r} split differ in size "
+                f"({sorted(shapes)[:3]}...); cut them into equal patches with 'temtool prepare'"
             )
         x = np.stack([self.images[s] for s in stems])[..., None]
         y = np.stack([self.masks[s] for s in stems])

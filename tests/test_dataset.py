@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from temtool.data.dataset import load_dataset, resolve_data, write_simulated_dataset
+from temtool.data.io import read_image, read_mask
+from temtool.errors import TemtoolError
+
+
+def test_cli_simulate_writes_layout(run_cli, tmp_path):
+    out = tmp_path / "d"
+    code, stdout, err = run_cli(
+        "simulate",
+        out,
+        "--regime",
+        "hrtem",
+        "--n",
+        5,
+        "--size",
+        64,
+        "--pixel-size",
+        0.03,
+        "--workers",
+        1,
+    )
+    assert code == 0, err
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["regime"] == "hrtem" and meta["pixel_size_nm"] == 0.03 and meta["n_images"] == 5
+    assert len(meta["images"]) == 5 and "defocus_nm" in meta["images"][0]["params"]
+    assert sum(len(v) for v in meta["splits"].values()) == 5
+    img = read_image(out / "images" / "sim_00000.tif")
+    assert img.data.dtype == np.float32 and img.data.shape == (64, 64)
+    assert img.pixel_size_nm == pytest.approx(0.03)
+    m = read_mask(out / "masks" / "sim_00000.png")
+    assert set(np.unique(m)) <= {0, 1}
+    # refuses to overwrite without --overwrite, and leaves the data as it was
+    code, _, err = run_cli("simulate", out, "--n", 2, "--size", 64)
+    assert code == 2 and "--overwrite" in err
+    assert len(list((out / "images").iterdir())) == 5
+    code, _, _ = run_cli("simulate", out, "--n", 2, "--size", 64, "--overwrite")
+    assert code == 0 and len(list((out / "images").iterdir())) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary folders left
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    calls = []
+
+    def progress(i):
+        calls.append(i)
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_simulated_dataset(tmp_path / "x", n=4, size=32, progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_builtin_dataset_is_cached_and_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path))
+    import temtool.data.dataset as dsm
+
+    monkeypatch.setitem(dsm.BUILTIN, "tiny", {**dsm.BUILTIN["hrtem"], "n": 10, "size": 64})
+    p1 = resolve_data("sim:tiny")
+    assert (p1 / "dataset.json").is_file() and str(p1).startswith(str(tmp_path))
+    mtime = (p1 / "dataset.json").stat().st_mtime_ns
+    assert resolve_data("sim:tiny") == p1 and (p1 / "dataset.json").stat().st_mtime_ns == mtime
+    ds = load_dataset("sim:tiny")
+    x, y = ds.arrays("train")
+    assert x.shape == (7, 64, 64, 1) and y.shape == (7, 64, 64)
+    assert abs(float(x[0].mean())) < 1e-4 and float(x[0].std()) == pytest.approx(1, rel=1e-3)
+    assert ds.pixel_size_nm == pytest.approx(0.04)
+    with pytest.raises(TemtoolError, match="sim:standard"):
+        resolve_data("sim:nope")
+
+
+def test_missing_data_folder_is_clear(tmp_path):
+    with pytest.raises(TemtoolError, match="no such folder"):
+        load_dataset(tmp_path / "absent")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(TemtoolError, match="masks"):
+        load_dataset(tmp_path)
