@@ -268,6 +268,222 @@ def simulate(
     )
 
 
+# ------------------------------------------------------------------------------------ train
+def _default_out(data: str, arch) -> Path:
+    name = data[4:] if data.startswith("sim:") else Path(data).name or "data"
+    return (
+        Path("models")
+        / f"{name}-d{arch.depth}-p{'x'.join(map(str, arch.pools))}-f{arch.filters[0]}"
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str, typer.Option(help="Dataset folder, or a built-in: sim:standard, sim:hrtem.")
+    ] = "sim:standard",
+    depth: Annotated[int, typer.Option(help="Number of pooling levels.")] = 2,
+    pool: Annotated[
+        str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")
+    ] = "2",
+    filters: Annotated[
+        str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")
+    ] = "4",
+    kernel: Annotated[int, typer.Option(help="Convolution kernel size (odd).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 100,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    loss: Annotated[str, typer.Option(help="ce, dice or ce+dice.")] = "ce",
+    precision: Annotated[
+        str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed (repeats use seed, seed+1, ...).")] = 0,
+    repeats: Annotated[int, typer.Option(help="Train this many seeds; report mean and std.")] = 1,
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many epochs without val Dice gain.")
+    ] = 20,
+    pixel_size: Annotated[
+        Optional[float],
+        typer.Option("--pixel-size", help="nm per pixel of the data (overrides the dataset's)."),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Bundle folder to write (default models/DATA-ARCH).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Train the residual UNet and write a self-describing model bundle."""
+    _backend()
+    import numpy as np
+    from rich.table import Table
+
+    from temtool.bundle import save_bundle
+    from temtool.report import console, summary_table
+    from temtool.train import TrainConfig
+    from temtool.train import train as run_train
+
+    _check_pixel_size(pixel_size)
+    arch = _arch(depth, pool, filters, kernel)
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        loss=loss,
+        precision=precision,
+        seed=seed,
+        patience=patience,
+    )
+    cfg.validate()
+    out = out or _default_out(data, arch)
+    quiet = as_json
+
+    def on_repeat(r, s):
+        if not quiet and repeats > 1:
+            console.rule(f"repeat {r + 1}/{repeats} (seed {s})")
+
+    def on_epoch(epoch, logs, ips):
+        if quiet:
+            return
+        console.print(
+            f"epoch {epoch + 1:3d}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+            f"dice {logs.get('soft_dice', float('nan')):.3f}  hard {logs.get('hard_dice', float('nan')):.3f}  "
+            f"val hard {logs.get('val_hard_dice', float('nan')):.3f}  {ips:6.1f} img/s",
+            highlight=False,
+        )
+
+    best, runs, ds = run_train(
+        arch,
+        data,
+        cfg,
+        repeats=repeats,
+        pixel_size_nm=pixel_size,
+        on_epoch=on_epoch,
+        on_repeat=on_repeat,
+    )
+    vals = np.array([r.best_val_hard_dice for r in runs])
+    from temtool.arch import count_params, count_trainable_params
+
+    meta = {
+        "architecture": arch.to_dict(),
+        "params": count_params(best.model),
+        "trainable_params": count_trainable_params(best.model),
+        "pixel_size_nm": ds.pixel_size_nm,
+        "regime": ds.regime,
+        "data": ds.summary(),
+        "training": {**cfg.__dict__, "precision_used": best.precision, "seed_kept": best.seed},
+        "metrics": {
+            "val_hard_dice": best.best_val_hard_dice,
+            "best_epoch": best.best_epoch,
+            "epochs_run": best.epochs_run,
+            "train_time_s": best.train_time_s,
+            "images_per_s": best.images_per_s,
+            "repeats": [
+                {
+                    "seed": r.seed,
+                    "val_hard_dice": r.best_val_hard_dice,
+                    "best_epoch": r.best_epoch,
+                    "epochs_run": r.epochs_run,
+                }
+                for r in runs
+            ],
+            "val_hard_dice_mean": float(vals.mean()),
+            "val_hard_dice_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+        },
+    }
+    path = save_bundle(out, best.model, meta, history=best.history)
+    from temtool.data.dataset import cache_dir
+
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        (cache_dir() / "last_model.txt").write_text(str(path.resolve()))
+    except OSError:
+        pass
+    summary = {
+        "bundle": str(path),
+        "architecture": arch.label(),
+        "parameters": f"{meta['params']:,}",
+        "RF": f"{meta['rf_px'] if 'rf_px' in meta else ''}",
+        "precision": best.precision,
+        "val hard Dice": (
+            f"{vals.mean():.3f} +- {meta['metrics']['val_hard_dice_std']:.3f} over {len(runs)} seeds"
+            if len(runs) > 1
+            else f"{vals[0]:.3f} (epoch {best.best_epoch})"
+        ),
+        "epochs run": str(best.epochs_run),
+        "speed": f"{best.images_per_s:.1f} images/s",
+    }
+    import json as _json
+
+    saved = _json.loads((path / "bundle.json").read_text())
+    px = saved.get("pixel_size_nm")
+    summary["RF"] = f"{saved['rf_px']} px" + (f" = {saved['rf_nm']:.2f} nm" if px else "")
+    if as_json:
+        print(json.dumps(saved, indent=2))
+        return
+    if len(runs) > 1:
+        t = Table(title="Repeats")
+        for c in ("seed", "val hard Dice", "best epoch", "epochs"):
+            t.add_column(c, justify="right")
+        for r in runs:
+            t.add_row(
+                str(r.seed), f"{r.best_val_hard_dice:.3f}", str(r.best_epoch), str(r.epochs_run)
+            )
+        console.print(t)
+    console.print(summary_table("Training finished", summary))
+
+
+# --------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A model bundle folder (from temtool train).")],
+    data: Annotated[str, typer.Option(help="Dataset folder or sim:NAME.")] = "sim:standard",
+    split: Annotated[str, typer.Option(help="Split to score: train, val or test.")] = "test",
+    pixel_size: Annotated[
+        Optional[float],
+        typer.Option("--pixel-size", help="nm per pixel (overrides the dataset's)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score a model on a dataset split, next to a Gaussian + Otsu baseline."""
+    _backend()
+    from rich.table import Table
+
+    from temtool.evaluate import evaluate as run_eval
+    from temtool.report import console
+
+    _check_pixel_size(pixel_size)
+    res = run_eval(model, data, split=split, pixel_size_nm=pixel_size)
+    if as_json:
+        print(json.dumps(res, indent=2))
+        return
+    t = Table(title=f"Per image ({res['split']} split of {res['data']})")
+    t.add_column("image")
+    for c in ("model Dice", "model IoU", "Otsu Dice"):
+        t.add_column(c, justify="right")
+    for r in res["per_image"]:
+        t.add_row(
+            r["image"],
+            f"{r['model']['dice']:.3f}",
+            f"{r['model']['iou']:.3f}",
+            f"{r['otsu']['dice']:.3f}",
+        )
+    console.print(t)
+    s = Table(title=f"Mean over {res['n_images']} images")
+    s.add_column("method")
+    for c in ("soft Dice", "hard Dice", "IoU", "precision", "recall"):
+        s.add_column(c, justify="right")
+    for who, label in (("model", "network"), ("otsu", "Gaussian + Otsu")):
+        m = res["mean"][who]
+        s.add_row(
+            label,
+            f"{m['soft_dice']:.3f}",
+            f"{m['dice']:.3f} +- {m['dice_std']:.3f}",
+            f"{m['iou']:.3f}",
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+        )
+    console.print(s)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``temtool`` console script."""
     try:

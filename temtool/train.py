@@ -1,0 +1,311 @@
+"""Training the ResUNet: precision policy, on-the-fly dihedral augmentation, early stopping on
+validation hard Dice, repeats over seeds, and the self-describing model bundle.
+
+Only Keras APIs and ``keras.ops`` are used, so training runs on TensorFlow, JAX or PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from temtool.arch import Architecture, build_resunet, count_params
+from temtool.data.dataset import Dataset, load_dataset
+from temtool.errors import TemtoolError
+from temtool.metrics import LOSSES, DiceScore, make_loss
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "DihedralFeeder",
+    "dihedral",
+    "gpu_info",
+    "resolve_precision",
+    "fit",
+    "train",
+    "PRECISIONS",
+]
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``temtool train`` needs besides the data and the architecture."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-4
+    loss: str = "ce"
+    precision: str = "auto"
+    seed: int = 0
+    patience: int = 20  # epochs without val hard Dice improvement before stopping
+    augment: bool = True
+    steps_per_epoch: int | None = None
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise TemtoolError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TemtoolError(f"--batch must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise TemtoolError(f"--lr must be > 0, got {self.lr}")
+        if self.loss not in LOSSES:
+            raise TemtoolError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise TemtoolError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    arch: Architecture
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_val_hard_dice: float
+    epochs_run: int
+    train_time_s: float
+    images_per_s: float
+    precision: str
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- devices
+def gpu_info() -> dict | None:
+    """The first GPU of the current Keras backend: ``{"name", "compute_capability"}`` or None."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            jax = importlib.import_module("jax")
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            if not gpus:
+                return None
+            cc = getattr(gpus[0], "compute_capability", None)
+            return {"name": gpus[0].device_kind, "compute_capability": str(cc) if cc else None}
+        if backend == "tensorflow":
+            tf = importlib.import_module("tensorflow")
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            det = tf.config.experimental.get_device_details(gpus[0])
+            cc = det.get("compute_capability")
+            return {
+                "name": det.get("device_name", "GPU"),
+                "compute_capability": ".".join(map(str, cc)) if cc else None,
+            }
+        if backend == "torch":
+            torch = importlib.import_module("torch")
+            if not torch.cuda.is_available():
+                return None
+            cc = torch.cuda.get_device_capability(0)
+            return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{cc[0]}.{cc[1]}"}
+    except Exception:  # a broken driver means no usable GPU
+        return None
+    return None
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """``auto``: float32 on a CPU; on a GPU mixed_bfloat16 where supported (compute
+    capability 8.0 or newer), else mixed_float16 (Keras then scales the loss)."""
+    if precision != "auto":
+        return precision
+    gpu = gpu_info()
+    if gpu is None:
+        return "float32"
+    cc = gpu.get("compute_capability")
+    try:
+        major = int(str(cc).split(".")[0])
+    except (TypeError, ValueError):
+        major = 8
+    return "mixed_bfloat16" if major >= 8 else "mixed_float16"
+
+
+# ------------------------------------------------------------------------ augmentation
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 dihedral transforms of the image axes (-3, -2) of ``(..., H, W, C)``
+    or of ``(H, W)`` arrays (k in 0..7: 4 rotations, each optionally flipped)."""
+    axes = (-3, -2) if x.ndim >= 3 else (-2, -1)
+    y = np.rot90(x, k % 4, axes=axes)
+    if k >= 4:
+        y = np.flip(y, axis=axes[1])
+    return y
+
+
+class DihedralFeeder(keras.utils.PyDataset):
+    """Batches from in-memory arrays, shuffled each epoch, with a random dihedral transform
+    per image (square patches) or a random flip (non-square), drawn from a seeded generator."""
+
+    def __init__(self, x, y, batch_size: int, augment: bool = True, seed: int = 0, **kw):
+        super().__init__(**kw)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+        self.square = x.shape[1] == x.shape[2]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        xb, yb = self.x[idx], self.y[idx]
+        if not self.augment:
+            return xb, yb.astype("int32")
+        xs, ys = [], []
+        for xi, yi in zip(xb, yb):
+            k = int(self.rng.integers(8 if self.square else 1))
+            if not self.square and self.rng.random() < 0.5:
+                k = 4 + 2 * int(self.rng.integers(2))  # flips and 180-degree turns keep shape
+            xs.append(dihedral(xi, k))
+            ys.append(dihedral(yi, k))
+        return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys)).astype(
+            "int32"
+        )
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.x))
+
+
+# --------------------------------------------------------------------------- callbacks
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the best validation hard Dice; restore them at the
+    end; stop after ``patience`` epochs without improvement."""
+
+    def __init__(self, monitor: str = "val_hard_dice", patience: int = 20):
+        super().__init__()
+        self.monitor, self.patience = monitor, patience
+        self.best, self.best_epoch, self.weights, self.wait = -np.inf, -1, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if value > self.best:
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            self.weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Calls ``report(epoch, logs, images_per_s)`` after each epoch."""
+
+    def __init__(self, n_images: int, report: Callable):
+        super().__init__()
+        self.n_images, self.report = n_images, report
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = time.perf_counter() - self.t0
+        self.report(epoch, dict(logs or {}), self.n_images / dt if dt > 0 else float("nan"))
+
+
+# ------------------------------------------------------------------------------ fitting
+def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=make_loss(cfg.loss),
+        metrics=[DiceScore(hard=False), DiceScore(hard=True)],
+    )
+
+
+def fit(
+    arch: Architecture,
+    data: Dataset,
+    cfg: TrainConfig,
+    on_epoch: Callable | None = None,
+    extra_callbacks: list | None = None,
+) -> TrainResult:
+    """Train one network on a dataset's train split, selecting the epoch by val hard Dice."""
+    cfg.validate()
+    x_tr, y_tr = data.arrays("train")
+    has_val = bool(data.splits.get("val"))
+    x_va, y_va = data.arrays("val") if has_val else (None, None)
+    h, w = x_tr.shape[1:3]
+    from temtool.arch import ArchitectureError
+
+    try:
+        arch.check_input_size(h, w)
+    except ArchitectureError as e:
+        raise TemtoolError(f"{data.path}: {e}") from None
+    precision = resolve_precision(cfg.precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_resunet(arch)
+        compile_model(model, cfg)
+        feeder = DihedralFeeder(x_tr, y_tr, cfg.batch_size, augment=cfg.augment, seed=cfg.seed)
+        best = BestWeights("val_hard_dice" if has_val else "hard_dice", cfg.patience)
+        callbacks = [best, *(extra_callbacks or [])]
+        if on_epoch:
+            callbacks.append(EpochReporter(len(x_tr), on_epoch))
+        t0 = time.perf_counter()
+        hist = model.fit(
+            feeder,
+            epochs=cfg.epochs,
+            validation_data=(x_va, y_va.astype("int32")) if has_val else None,
+            validation_batch_size=cfg.batch_size,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        dt = time.perf_counter() - t0
+    finally:
+        keras.config.set_dtype_policy(previous)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(next(iter(history.values()))) if history else 0
+    return TrainResult(
+        model=model,
+        arch=arch,
+        history=history,
+        best_epoch=best.best_epoch + 1,
+        best_val_hard_dice=best.best,
+        epochs_run=epochs_run,
+        train_time_s=dt,
+        images_per_s=epochs_run * len(x_tr) / dt if dt > 0 else float("nan"),
+        precision=precision,
+        seed=cfg.seed,
+    )
+
+
+def train(
+    arch: Architecture,
+    data: str | Dataset,
+    cfg: TrainConfig,
+    repeats: int = 1,
+    pixel_size_nm: float | None = None,
+    on_epoch: Callable | None = None,
+    on_repeat: Callable | None = None,
+) -> tuple[TrainResult, list[TrainResult], Dataset]:
+    """Train ``repeats`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...). Returns the best run, all
+    runs, and the dataset."""
+    if repeats < 1:
+        raise TemtoolError(f"--repeats must be >= 1, got {repeats}")
+    ds = data if isinstance(data, Dataset) else load_dataset(data, pixel_size_nm=pixel_size_nm)
+    runs = []
+    for r in range(repeats):
+        c = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + r})
+        if on_repeat:
+            on_repeat(r, c.seed)
+        runs.append(fit(arch, ds, c, on_epoch=on_epoch))
+    best = max(runs, key=lambda t: t.best_val_hard_dice)
+    best.extra["params"] = count_params(best.model)
+    return best, runs, ds
