@@ -116,9 +116,7 @@ class Architecture:
         filt = parse_int_list(filters, "filters")
         if len(filt) == 1:
             filt = tuple(filt[0] * 2**i for i in range(depth + 1))
-        return cls(
-            depth=depth, pools=pools, filters=filt, kernel_size=kernel_size, n_classes=n_classes
-        )
+        return cls(depth=depth, pools=pools, filters=filt, kernel_size=kernel_size, n_classes=n_classes)
 
     @property
     def pool_product(self) -> int:
@@ -150,15 +148,11 @@ class Architecture:
     @classmethod
     def from_dict(cls, d: dict) -> Architecture:
         keys = {"depth", "pools", "filters", "kernel_size", "n_classes"}
-        return cls(
-            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys}
-        )
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys})
 
     def label(self) -> str:
         """Short human label, e.g. ``d2 p2,2 f4-8-16``."""
-        return (
-            f"d{self.depth} p{','.join(map(str, self.pools))} f{'-'.join(map(str, self.filters))}"
-        )
+        return f"d{self.depth} p{','.join(map(str, self.pools))} f{'-'.join(map(str, self.filters))}"
 
 
 def _residual_block(x, filters: int, kernel_size: int, name: str):

@@ -8,9 +8,7 @@ from scipy import ndimage as ndi
 __all__ = ["otsu_segment", "fourier_segment"]
 
 
-def otsu_segment(
-    image: np.ndarray, sigma_px: float = 2.0, dark_particles: bool = True
-) -> np.ndarray:
+def otsu_segment(image: np.ndarray, sigma_px: float = 2.0, dark_particles: bool = True) -> np.ndarray:
     """Gaussian smoothing then Otsu's threshold; particles are the darker class by default.
 
     Returns a ``(H, W)`` uint8 mask.

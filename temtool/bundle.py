@@ -96,9 +96,7 @@ def _bundle_dir(path: str | os.PathLike) -> Path:
     if not p.exists():
         raise TemtoolError(f"{p}: no such model bundle (train one with 'temtool train --out {p}')")
     if not (p / "bundle.json").is_file() or not (p / "model.keras").is_file():
-        raise TemtoolError(
-            f"{p}: not a temtool model bundle (expected model.keras and bundle.json inside)"
-        )
+        raise TemtoolError(f"{p}: not a temtool model bundle (expected model.keras and bundle.json inside)")
     return p
 
 

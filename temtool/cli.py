@@ -56,12 +56,8 @@ def _check_pixel_size(pixel_size: float | None, option: str = "--pixel-size") ->
 @app.command()
 def rf(
     depth: Annotated[int, typer.Option(help="Number of pooling levels.")] = 2,
-    pool: Annotated[
-        str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")
-    ] = "2",
-    filters: Annotated[
-        str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")
-    ] = "4",
+    pool: Annotated[str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")] = "2",
+    filters: Annotated[str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")] = "4",
     kernel: Annotated[int, typer.Option(help="Convolution kernel size (odd).")] = 3,
     pixel_size: Annotated[
         Optional[float], typer.Option("--pixel-size", help="nm per pixel, to report nm.")
@@ -76,9 +72,7 @@ def rf(
     ] = False,
     effective: Annotated[
         bool,
-        typer.Option(
-            "--effective", help="With --model: effective RF from gradients (Luo et al. 2016)."
-        ),
+        typer.Option("--effective", help="With --model: effective RF from gradients (Luo et al. 2016)."),
     ] = False,
     data: Annotated[
         Optional[str],
@@ -200,18 +194,12 @@ def simulate(
     pixel_size: Annotated[
         Optional[float], typer.Option("--pixel-size", help="nm per pixel (default: the regime's).")
     ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Random seed; the same seed gives the same images.")
-    ] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same images.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = min(2, os.cpu_count() or 1),
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty OUT_DIR.")
-    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT_DIR.")] = False,
     set_: Annotated[
         Optional[list[str]],
-        typer.Option(
-            "--set", help="Override a simulation parameter: NAME=VALUE or NAME=LO,HI (repeatable)."
-        ),
+        typer.Option("--set", help="Override a simulation parameter: NAME=VALUE or NAME=LO,HI (repeatable)."),
     ] = None,
 ) -> None:
     """Simulate TEM micrographs with exact masks (standard TEM or HRTEM)."""
@@ -271,10 +259,7 @@ def simulate(
 # ------------------------------------------------------------------------------------ train
 def _default_out(data: str, arch) -> Path:
     name = data[4:] if data.startswith("sim:") else Path(data).name or "data"
-    return (
-        Path("models")
-        / f"{name}-d{arch.depth}-p{'x'.join(map(str, arch.pools))}-f{arch.filters[0]}"
-    )
+    return Path("models") / f"{name}-d{arch.depth}-p{'x'.join(map(str, arch.pools))}-f{arch.filters[0]}"
 
 
 @app.command()
@@ -283,25 +268,17 @@ def train(
         str, typer.Option(help="Dataset folder, or a built-in: sim:standard, sim:hrtem.")
     ] = "sim:standard",
     depth: Annotated[int, typer.Option(help="Number of pooling levels.")] = 2,
-    pool: Annotated[
-        str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")
-    ] = "2",
-    filters: Annotated[
-        str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")
-    ] = "4",
+    pool: Annotated[str, typer.Option(help="Pool size for all levels, or one per level: 2,4.")] = "2",
+    filters: Annotated[str, typer.Option(help="Base filters (doubling) or one per level+bottleneck.")] = "4",
     kernel: Annotated[int, typer.Option(help="Convolution kernel size (odd).")] = 3,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 100,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
     loss: Annotated[str, typer.Option(help="ce, dice or ce+dice.")] = "ce",
-    precision: Annotated[
-        str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")
-    ] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, float32, mixed_float16 or mixed_bfloat16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (repeats use seed, seed+1, ...).")] = 0,
     repeats: Annotated[int, typer.Option(help="Train this many seeds; report mean and std.")] = 1,
-    patience: Annotated[
-        int, typer.Option(help="Stop after this many epochs without val Dice gain.")
-    ] = 20,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without val Dice gain.")] = 20,
     pixel_size: Annotated[
         Optional[float],
         typer.Option("--pixel-size", help="nm per pixel of the data (overrides the dataset's)."),
@@ -345,7 +322,8 @@ def train(
             return
         console.print(
             f"epoch {epoch + 1:3d}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
-            f"dice {logs.get('soft_dice', float('nan')):.3f}  hard {logs.get('hard_dice', float('nan')):.3f}  "
+            f"dice {logs.get('soft_dice', float('nan')):.3f}  "
+            f"hard {logs.get('hard_dice', float('nan')):.3f}  "
             f"val hard {logs.get('val_hard_dice', float('nan')):.3f}  {ips:6.1f} img/s",
             highlight=False,
         )
@@ -424,9 +402,7 @@ def train(
         for c in ("seed", "val hard Dice", "best epoch", "epochs"):
             t.add_column(c, justify="right")
         for r in runs:
-            t.add_row(
-                str(r.seed), f"{r.best_val_hard_dice:.3f}", str(r.best_epoch), str(r.epochs_run)
-            )
+            t.add_row(str(r.seed), f"{r.best_val_hard_dice:.3f}", str(r.best_epoch), str(r.epochs_run))
         console.print(t)
     console.print(summary_table("Training finished", summary))
 

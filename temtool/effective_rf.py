@@ -99,9 +99,7 @@ def effective_rf_for_bundle(
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(gmap, cmap="inferno")
-    ax.add_patch(
-        plt.Circle((gmap.shape[1] // 2, gmap.shape[0] // 2), radius, fill=False, color="c")
-    )
+    ax.add_patch(plt.Circle((gmap.shape[1] // 2, gmap.shape[0] // 2), radius, fill=False, color="c"))
     ax.set_title(f"effective RF: 95% within r = {radius:.0f} px")
     fig.colorbar(im, ax=ax, shrink=0.8)
     tmp = png.with_name(f".{png.stem}.tmp.png")

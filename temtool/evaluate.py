@@ -15,9 +15,7 @@ from temtool.predict import predict_proba
 METRICS = ("soft_dice", "dice", "iou", "precision", "recall")
 
 
-def evaluate(
-    model_path, data: str, split: str = "test", pixel_size_nm: float | None = None
-) -> dict:
+def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | None = None) -> dict:
     """Per-image and mean soft/hard Dice, IoU, precision, recall of the model and the
     Gaussian + Otsu baseline on one split of a dataset."""
     model, meta = load_bundle(model_path)
@@ -39,8 +37,7 @@ def evaluate(
         base["soft_dice"] = base["dice"]
         rows.append({"image": stem, "model": net, "otsu": base})
     summary = {
-        who: {m: float(np.mean([r[who][m] for r in rows])) for m in METRICS}
-        for who in ("model", "otsu")
+        who: {m: float(np.mean([r[who][m] for r in rows])) for m in METRICS} for who in ("model", "otsu")
     }
     for who in ("model", "otsu"):
         summary[who]["dice_std"] = float(np.std([r[who]["dice"] for r in rows]))

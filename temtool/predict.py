@@ -6,7 +6,7 @@ import numpy as np
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad the two image axes of ``(N, H, W, C)`` up to a multiple; returns (padded, (H, W))."""
+    """Reflect-pad the image axes of ``(N, H, W, C)`` up to a multiple; returns (padded, (H, W))."""
     h, w = x.shape[1:3]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:

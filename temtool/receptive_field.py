@@ -200,9 +200,7 @@ def rf_recommendation(
         raise ValueError("feature size and pixel size must be positive (nm)")
     out = []
     for pools in itertools.product(pool_choices, repeat=depth):
-        arch = Architecture(
-            depth=depth, pools=pools, filters=(1,) * (depth + 1), kernel_size=kernel_size
-        )
+        arch = Architecture(depth=depth, pools=pools, filters=(1,) * (depth + 1), kernel_size=kernel_size)
         rf = theoretical_rf_px(arch)
         if rf * pixel_size_nm >= feature_nm:
             out.append((tuple(pools), rf, rf * pixel_size_nm))

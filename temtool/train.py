@@ -47,7 +47,8 @@ class TrainConfig:
     seed: int = 0
     patience: int = 20  # epochs without val hard Dice improvement before stopping
     augment: bool = True
-    steps_per_epoch: int | None = None
+    steps_per_execution: int = 1  # >1 runs several steps per compiled call (faster on GPUs)
+    workers: int = 0  # threads preparing batches (0: in the training loop)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -59,9 +60,7 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise TemtoolError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
-            raise TemtoolError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+            raise TemtoolError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -149,8 +148,8 @@ class DihedralFeeder(keras.utils.PyDataset):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.augment = augment
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
+        self.seed, self.epoch = seed, 0
+        self.order = np.random.default_rng([seed, 0]).permutation(len(x))
         self.square = x.shape[1] == x.shape[2]
 
     def __len__(self) -> int:
@@ -161,19 +160,23 @@ class DihedralFeeder(keras.utils.PyDataset):
         xb, yb = self.x[idx], self.y[idx]
         if not self.augment:
             return xb, yb.astype("int32")
-        xs, ys = [], []
-        for xi, yi in zip(xb, yb):
-            k = int(self.rng.integers(8 if self.square else 1))
-            if not self.square and self.rng.random() < 0.5:
-                k = 4 + 2 * int(self.rng.integers(2))  # flips and 180-degree turns keep shape
-            xs.append(dihedral(xi, k))
-            ys.append(dihedral(yi, k))
-        return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys)).astype(
-            "int32"
-        )
+        # one generator per (seed, epoch, batch): deterministic even with worker threads
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.square:
+            ks = rng.integers(8, size=len(idx))
+        else:  # identity, vertical flip, 180-degree turn, horizontal flip keep the shape
+            ks = rng.choice([0, 2, 4, 6], size=len(idx))
+        xo = np.empty_like(xb)
+        yo = np.empty(yb.shape, "int32")
+        for k in np.unique(ks):
+            sel = ks == k
+            xo[sel] = dihedral(xb[sel], int(k))
+            yo[sel] = dihedral(yb[sel][..., None], int(k))[..., 0]
+        return xo, yo
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -224,6 +227,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
         optimizer=keras.optimizers.Adam(cfg.lr),
         loss=make_loss(cfg.loss),
         metrics=[DiceScore(hard=False), DiceScore(hard=True)],
+        steps_per_execution=cfg.steps_per_execution,
     )
 
 
@@ -253,7 +257,15 @@ def fit(
         keras.utils.set_random_seed(cfg.seed)
         model = build_resunet(arch)
         compile_model(model, cfg)
-        feeder = DihedralFeeder(x_tr, y_tr, cfg.batch_size, augment=cfg.augment, seed=cfg.seed)
+        feeder = DihedralFeeder(
+            x_tr,
+            y_tr,
+            cfg.batch_size,
+            augment=cfg.augment,
+            seed=cfg.seed,
+            workers=max(1, cfg.workers),
+            use_multiprocessing=False,
+        )
         best = BestWeights("val_hard_dice" if has_val else "hard_dice", cfg.patience)
         callbacks = [best, *(extra_callbacks or [])]
         if on_epoch:

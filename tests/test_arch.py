@@ -99,9 +99,7 @@ def test_trains_one_step_and_loss_drops():
     keras.utils.set_random_seed(0)
     a = Architecture.create(depth=2, pool=2, filters=4)
     m = build_resunet(a, input_shape=(64, 64))
-    m.compile(
-        optimizer=keras.optimizers.Adam(1e-2), loss=make_loss("ce"), metrics=[DiceScore(hard=True)]
-    )
+    m.compile(optimizer=keras.optimizers.Adam(1e-2), loss=make_loss("ce"), metrics=[DiceScore(hard=True)])
     rng = np.random.default_rng(0)
     y = np.zeros((4, 64, 64), "int32")
     y[:, 16:40, 20:44] = 1

@@ -93,9 +93,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if not out_dir.is_dir():
             raise TemtoolError(f"{out_dir}: exists and is not a folder")
         if any(out_dir.iterdir()) and not overwrite:
-            raise TemtoolError(
-                f"{out_dir}: folder is not empty; choose another or pass --overwrite"
-            )
+            raise TemtoolError(f"{out_dir}: folder is not empty; choose another or pass --overwrite")
 
 
 def _commit_dir(tmp: Path, out_dir: Path) -> None:
@@ -206,8 +204,7 @@ def ensure_builtin(name: str, progress=None) -> Path:
     """Path of a built-in simulated dataset, generating it on first use."""
     if name not in BUILTIN:
         raise TemtoolError(
-            f"unknown built-in dataset 'sim:{name}'; choose one of "
-            + ", ".join(f"sim:{k}" for k in BUILTIN)
+            f"unknown built-in dataset 'sim:{name}'; choose one of " + ", ".join(f"sim:{k}" for k in BUILTIN)
         )
     path = builtin_path(name)
     if (path / "dataset.json").is_file():
@@ -238,13 +235,9 @@ def resolve_data(spec: str | os.PathLike, option: str = "--data") -> Path:
         return ensure_builtin(s[4:])
     path = Path(s)
     if not path.exists():
-        raise TemtoolError(
-            f"{option} {path}: no such folder (or use a built-in: sim:standard, sim:hrtem)"
-        )
+        raise TemtoolError(f"{option} {path}: no such folder (or use a built-in: sim:standard, sim:hrtem)")
     if not path.is_dir():
-        raise TemtoolError(
-            f"{option} {path}: not a folder; a dataset has images/ and masks/ inside"
-        )
+        raise TemtoolError(f"{option} {path}: not a folder; a dataset has images/ and masks/ inside")
     return path
 
 
@@ -351,9 +344,7 @@ def load_dataset(
     if splits:
         unknown = [s for v in splits.values() for s in v if s not in imgs]
         if unknown:
-            raise TemtoolError(
-                f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image"
-            )
+            raise TemtoolError(f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image")
         ds.splits = {k: list(v) for k, v in splits.items()}
     else:
         stems = sorted(imgs)

@@ -87,8 +87,7 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> Micrograp
             data = np.load(path, allow_pickle=False)
         else:
             raise TemtoolError(
-                f"{path}: unknown image format {suffix!r}; temtool reads "
-                f"{', '.join(IMAGE_SUFFIXES)}"
+                f"{path}: unknown image format {suffix!r}; temtool reads {', '.join(IMAGE_SUFFIXES)}"
             )
     except TemtoolError:
         raise

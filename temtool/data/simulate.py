@@ -252,8 +252,7 @@ def _draw_particles(rng, cfg: _Common, n_field: int, pad: int) -> list[dict]:
             continue
         if not touching:
             if any(
-                math.hypot(cy - p["centre_px"][0], cx - p["centre_px"][1])
-                < 1.05 * (reach + p["_reach"])
+                math.hypot(cy - p["centre_px"][0], cx - p["centre_px"][1]) < 1.05 * (reach + p["_reach"])
                 for p in placed
             ):
                 continue
@@ -424,14 +423,10 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
     }
     shape = (m, m)
     t_c = p["carbon_thickness_nm"] * (
-        1
-        + p["carbon_thickness_variation"]
-        * _correlated_noise(rng, shape, cfg.carbon_correlation_nm / px)
+        1 + p["carbon_thickness_variation"] * _correlated_noise(rng, shape, cfg.carbon_correlation_nm / px)
     )
     phase = sigma * p["carbon_inner_potential_v"] * t_c
-    phase += p["carbon_phase_rad"] * _correlated_noise(
-        rng, shape, p["carbon_phase_correlation_nm"] / px
-    )
+    phase += p["carbon_phase_rad"] * _correlated_noise(rng, shape, p["carbon_phase_correlation_nm"] / px)
     absorb = t_c / p["carbon_absorption_nm"]
     particles = _draw_particles(rng, cfg, size, pad)
     mask, inst = np.zeros(shape, bool), np.zeros(shape, np.uint16)
@@ -445,9 +440,7 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
         rho = particle_rho(part, yy, xx)
         inside = rho < 1
         a_nm, b_nm = (s * px for s in part["semi_axes_px"])
-        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(
-            np.float32
-        )
+        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
         phase[box] += sigma * p["au_inner_potential_v"] * t
         absorb[box] += t / (p["au_absorption_nm"] * part["absorption_factor"])
         mask[box] |= inside
@@ -485,14 +478,10 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
     shape = (m, m)
     # amorphous carbon: Poisson atoms per column, each a Gaussian blob of projected potential
     px_a = px * 10
-    atoms = rng.poisson(
-        cfg.carbon_density_per_A3 * p["carbon_thickness_nm"] * 10 * px_a**2, size=shape
-    )
+    atoms = rng.poisson(cfg.carbon_density_per_A3 * p["carbon_thickness_nm"] * 10 * px_a**2, size=shape)
     # integrated projected potential of one atom: 2 pi a0 e f_e(0) = 47.878 V A^2 * f(0)[A]
     atom_phase_a2 = sigma / 10 * 47.878 * cfg.carbon_fe0_A  # rad A^2
-    phase = ndi.gaussian_filter(
-        atoms.astype(np.float32), cfg.carbon_atom_sigma_A / px_a, mode="wrap"
-    )
+    phase = ndi.gaussian_filter(atoms.astype(np.float32), cfg.carbon_atom_sigma_A / px_a, mode="wrap")
     phase *= np.float32(atom_phase_a2 / px_a**2)
     absorb = np.zeros(shape, np.float32)
     particles = _draw_particles(rng, cfg, size, pad)
@@ -522,9 +511,7 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         rho = particle_rho(part, yy, xx)
         inside = rho < 1
         a_nm, b_nm = (q * px for q in part["semi_axes_px"])
-        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(
-            np.float32
-        )
+        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
         pot = np.full(t.shape, p["au_inner_potential_v"], np.float32)
         y_nm, x_nm = yy * px, xx * px
         r0 = rng.uniform(0, AU_LATTICE_NM, size=2)

@@ -1,0 +1,133 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from temtool.arch import Architecture, build_resunet
+from temtool.train import DihedralFeeder, dihedral, resolve_precision
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    """A 64x64 built-in dataset generated into a private cache."""
+    import temtool.data.dataset as dsm
+
+    monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(
+        dsm.BUILTIN,
+        "tiny",
+        {
+            **dsm.BUILTIN["standard"],
+            "n": 20,
+            "size": 64,
+            "overrides": {"pixel_size_nm": 0.5, "particles_per_256px2": (16.0, 24.0), "diameter_nm": 10.0},
+        },
+    )
+    return "sim:tiny"
+
+
+def test_dihedral_group_is_complete_and_consistent():
+    x = np.arange(16.0).reshape(4, 4)
+    outs = {dihedral(x, k).tobytes() for k in range(8)}
+    assert len(outs) == 8
+    batch = np.stack([x, x])[..., None]
+    for k in range(8):
+        assert np.array_equal(dihedral(batch, k)[0, ..., 0], dihedral(x, k))
+
+
+def test_feeder_transforms_image_and_mask_together():
+    rng = np.random.default_rng(0)
+    y = (rng.random((10, 16, 16)) > 0.7).astype("uint8")
+    x = (y * 2.0 - 1.0 + 0.01 * np.arange(16)[None, :, None]).astype("float32")[..., None]
+    f = DihedralFeeder(x, y, batch_size=4, seed=1)
+    seen = set()
+    for i in range(len(f)):
+        xb, yb = f[i]
+        assert np.array_equal(xb[..., 0] > 0, yb.astype(bool))
+        seen |= {xi.tobytes() for xi in xb}
+    assert len(f) == 3
+
+
+def test_auto_precision_is_float32_on_cpu():
+    assert resolve_precision("auto") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_train_evaluate_rf_end_to_end(run_cli, tiny_data, tmp_path):
+    out = tmp_path / "m"
+    code, stdout, err = run_cli(
+        "train", "--data", tiny_data, "--epochs", 2, "--batch", 8, "--lr", 3e-3, "--repeats", 2, "--out", out
+    )
+    assert code == 0, err
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["architecture"]["pools"] == [2, 2] and meta["rf_px"] == 44
+    assert meta["rf_nm"] == pytest.approx(22.0)
+    assert meta["pixel_size_nm"] == pytest.approx(0.5)
+    assert meta["normalisation"] == "per_image_standardize"
+    assert meta["backend"] == keras.backend.backend() and meta["keras_version"]
+    assert meta["training"]["precision_used"] == "float32"
+    assert [r["seed"] for r in meta["metrics"]["repeats"]] == [0, 1]
+    assert meta["params"] == 8234
+    hist = (out / "history.csv").read_text().splitlines()
+    assert hist[0].startswith("epoch") and len(hist) == 3
+    code, stdout, err = run_cli("evaluate", out, "--data", tiny_data, "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["n_images"] == 4 and len(res["per_image"]) == 4
+    for who in ("model", "otsu"):
+        assert 0 <= res["mean"][who]["dice"] <= 1
+    assert res["mean"]["otsu"]["dice"] > 0.8  # the classical baseline works on standard TEM
+    code, stdout, err = run_cli("rf", "--model", out, "--json")
+    assert code == 0 and json.loads(stdout)["rf_px"] == 44
+
+
+def test_bad_bundle_is_a_clear_error(run_cli, tmp_path):
+    code, _, err = run_cli("evaluate", tmp_path / "nothing")
+    assert code == 2 and "no such model bundle" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "bundle.json").write_text("{not json")
+    (bad / "model.keras").write_text("junk")
+    code, _, err = run_cli("rf", "--model", bad)
+    assert code == 2 and "corrupt" in err and "Traceback" not in err
+    (bad / "bundle.json").write_text(
+        json.dumps({"format": "temtool-bundle/1", "architecture": Architecture().to_dict()})
+    )
+    code, _, err = run_cli("evaluate", bad)
+    assert code == 2 and "cannot load the model" in err
+
+
+@pytest.mark.jax
+def test_effective_rf_stays_inside_the_exact_field():
+    from temtool.effective_rf import effective_rf
+    from temtool.receptive_field import exact_rf_px
+
+    keras.utils.set_random_seed(0)
+    arch = Architecture.create(depth=2, pool="2,2", filters=2)
+    model = build_resunet(arch)
+    x = np.random.default_rng(0).standard_normal((2, 96, 96, 1)).astype("float32")
+    gmap, radius = effective_rf(model, x, arch.pool_product)
+    half = exact_rf_px(arch) // 2 + 1
+    c = 48
+    outside = gmap.copy()
+    outside[c - half : c + half + 1, c - half : c + half + 1] = 0
+    assert gmap.sum() > 0 and outside.max() == 0
+    assert 0 < radius <= half * np.sqrt(2)
+
+
+@pytest.mark.jax
+def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data):
+    from temtool.data.dataset import load_dataset
+    from temtool.train import TrainConfig, fit
+
+    ds = load_dataset(tiny_data)
+    r = fit(
+        Architecture.create(depth=2, pool=2, filters=2),
+        ds,
+        TrainConfig(epochs=1, batch_size=8, precision="mixed_bfloat16"),
+    )
+    assert r.precision == "mixed_bfloat16"
+    assert r.model.get_layer("enc0_conv1").compute_dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(r.model.outputs[0].dtype) == "float32"
+    assert np.isfinite(r.history["loss"]).all()
