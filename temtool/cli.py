@@ -460,6 +460,180 @@ def evaluate(
     console.print(s)
 
 
+# ------------------------------------------------------------------------------------- tune
+def _trials_table(results: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{results['project']}: {results['n_trials']} trials, best first")
+    for c in ("depth", "pools", "filters", "params", "RF px", "RF nm", "val Dice", "epochs", "time s"):
+        t.add_column(c, justify="right")
+    for r in results["trials"]:
+        dice = f"{r['val_hard_dice_mean']:.3f}"
+        if len(r.get("repeats", [])) > 1:
+            dice += f" +- {r['val_hard_dice_std']:.3f}"
+        t.add_row(
+            str(r["depth"]),
+            ",".join(map(str, r["pools"])),
+            "-".join(map(str, r["filters"])),
+            f"{r['params']:,}",
+            str(r["rf_px"]),
+            f"{r['rf_nm']:.2f}" if r.get("rf_nm") else "-",
+            dice,
+            str(r["epochs_run"]),
+            f"{r['time_s']:.0f}",
+        )
+    return t
+
+
+def _host_port(value: str, option: str) -> tuple[str, str]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise TemtoolError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+    return host, port
+
+
+@app.command()
+def tune(
+    data: Annotated[str, typer.Option(help="Dataset folder or sim:NAME.")] = "sim:hrtem",
+    tuner: Annotated[
+        str, typer.Option(help="grid (the study's sweep), random, bayesian or hyperband.")
+    ] = "grid",
+    depths: Annotated[str, typer.Option(help="Depth choices, e.g. 2,3,4.")] = "2",
+    pools: Annotated[str, typer.Option(help="Pool-size choices per level, e.g. 2,4,8.")] = "2,4,8",
+    filters: Annotated[str, typer.Option(help="Base-filter choices, e.g. 4,8,16,32.")] = "4",
+    lrs: Annotated[Optional[str], typer.Option(help="Also search learning rates, e.g. 1e-3,1e-4.")] = None,
+    losses: Annotated[Optional[str], typer.Option(help="Also search losses, e.g. ce,ce+dice.")] = None,
+    max_params: Annotated[Optional[int], typer.Option(help="Skip networks with more parameters.")] = None,
+    max_trials: Annotated[
+        Optional[int], typer.Option(help="Stop after this many trials (grid: all by default).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Seeds per configuration (mean +- std).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per training.")] = 10,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
+    lr: Annotated[float, typer.Option(help="Learning rate (when --lrs is not given).")] = 1e-3,
+    loss: Annotated[str, typer.Option(help="Loss (when --losses is not given).")] = "ce",
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 10,
+    precision: Annotated[str, typer.Option(help="auto, float32, mixed_float16, mixed_bfloat16.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="nm per pixel (overrides the dataset's).")
+    ] = None,
+    project: Annotated[
+        Optional[str], typer.Option(help="Project name under --directory (default DATA-search).")
+    ] = None,
+    directory: Annotated[str, typer.Option(help="Folder of search projects.")] = "tuner_logs",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start the project over (default: resume).")
+    ] = False,
+    report: Annotated[
+        Optional[str], typer.Option(help="Print a project's table and draw its plot, without training.")
+    ] = None,
+    chief: Annotated[
+        Optional[str], typer.Option(help="Run the chief oracle of a distributed search at HOST:PORT.")
+    ] = None,
+    worker: Annotated[
+        Optional[str],
+        typer.Option(help="Run a worker of the distributed search whose chief is at HOST:PORT."),
+    ] = None,
+    worker_id: Annotated[int, typer.Option(help="With --worker: this worker's number.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Search pooling sizes, filters and depth with KerasTuner; table of Dice, RF and parameters."""
+    from temtool.report import console
+
+    _backend()
+
+    if report:
+        from temtool.tune import load_results, plot_dice_vs_rf
+
+        res = load_results(report, directory)
+        png = plot_dice_vs_rf(res, Path(res["project"]) / "dice_vs_rf.png")
+        if as_json:
+            print(json.dumps(res, indent=2))
+            return
+        console.print(_trials_table(res))
+        console.print(f"plot: {png}")
+        return
+    if chief and worker:
+        raise TemtoolError("--chief and --worker exclude each other: run one process of each")
+    if chief or worker:
+        host, port = _host_port(chief or worker, "--chief" if chief else "--worker")
+        os.environ["KERASTUNER_ORACLE_IP"] = host
+        os.environ["KERASTUNER_ORACLE_PORT"] = port
+        os.environ["KERASTUNER_TUNER_ID"] = "chief" if chief else f"tuner{worker_id}"
+    from temtool.arch import ArchitectureError, parse_int_list
+    from temtool.train import TrainConfig
+    from temtool.tune import SearchSpace, TuneConfig
+    from temtool.tune import tune as run_tune
+
+    _check_pixel_size(pixel_size)
+    try:
+        space = SearchSpace(
+            depths=parse_int_list(depths, "--depths"),
+            pools=parse_int_list(pools, "--pools"),
+            base_filters=parse_int_list(filters, "--filters"),
+            lrs=tuple(float(v) for v in lrs.split(",")) if lrs else (),
+            losses=tuple(v.strip() for v in losses.split(",")) if losses else (),
+            max_params=max_params,
+        )
+    except (ArchitectureError, ValueError) as e:
+        raise TemtoolError(f"search space: {e}") from None
+    if (
+        any(d < 1 for d in space.depths)
+        or any(p < 1 for p in space.pools)
+        or any(f < 1 for f in space.base_filters)
+    ):
+        raise TemtoolError("--depths, --pools and --filters must be positive integers")
+    from temtool.metrics import LOSSES
+
+    bad = [v for v in space.losses if v not in LOSSES]
+    if bad:
+        raise TemtoolError(f"--losses: unknown loss {bad[0]!r}; choose from {', '.join(LOSSES)}")
+    cfg = TuneConfig(
+        data=data,
+        tuner=tuner,
+        max_trials=max_trials,
+        repeats=repeats,
+        project=project,
+        directory=directory,
+        overwrite=overwrite,
+        seed=seed,
+        space=space,
+        pixel_size_nm=pixel_size,
+        train=TrainConfig(
+            epochs=epochs,
+            batch_size=batch,
+            lr=lr,
+            loss=loss,
+            precision=precision,
+            seed=seed,
+            patience=patience,
+        ),
+    )
+
+    def on_trial(r):
+        if not as_json:
+            console.print(
+                f"trial {r['trial_id']}: depth {r['depth']} pools {','.join(map(str, r['pools']))} "
+                f"filters {r['filters'][0]}  params {r['params']:,}  RF {r['rf_px']} px  "
+                f"val Dice {r['val_hard_dice_mean']:.3f}  ({r['time_s']:.0f} s)",
+                highlight=False,
+            )
+
+    res = run_tune(cfg, on_trial=on_trial)
+    if "worker" in res:
+        console.print(
+            f"worker {res['worker']} finished; results are collected by the chief in {res['project']}"
+        )
+        return
+    if as_json:
+        print(json.dumps(res, indent=2))
+        return
+    console.print(_trials_table(res))
+    console.print(f"results: {res['project']}/results.csv; best model: {res.get('best_model', '-')}")
+    console.print(f"plot: temtool tune --report {res['project']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``temtool`` console script."""
     try:
