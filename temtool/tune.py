@@ -15,6 +15,7 @@ Distributed search uses KerasTuner's own mode (a chief oracle over gRPC, workers
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +212,8 @@ def _tuner_class(kind: str):
             )
             _atomic_text(trial_dir / "temtool_trial.json", json.dumps(record, indent=1))
             if tt.get("on_trial"):
-                tt["on_trial"](record)
+                with contextlib.redirect_stdout(tt["stdout"]):
+                    tt["on_trial"](record)
             return {OBJECTIVE: float(hard.mean())}
 
     return TemtoolTuner
@@ -271,15 +274,23 @@ def tune(cfg: TuneConfig, on_trial=None) -> dict:
     if cfg.tuner == "grid" and kw["max_trials"] is None:
         kw.pop("max_trials")
     kw["max_consecutive_failed_trials"] = 1
-    tuner = _tuner_class(cfg.tuner)(**kw)
-    tuner._temtool = {
-        "space": cfg.space,
-        "train": cfg.train,
-        "data": ds,
-        "repeats": cfg.repeats,
-        "on_trial": on_trial,
-    }
-    tuner.search(verbose=0)
+    # KerasTuner prints to stdout (e.g. "Reloading Tuner from ..."); keep stdout for temtool's
+    # own output (trial lines, tables, --json); TEMTOOL_TUNER_VERBOSE=1 shows its lines on stderr.
+    real_stdout = sys.stdout
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        tuner = _tuner_class(cfg.tuner)(**kw)
+        tuner._temtool = {
+            "space": cfg.space,
+            "train": cfg.train,
+            "data": ds,
+            "repeats": cfg.repeats,
+            "on_trial": on_trial,
+            "stdout": real_stdout,
+        }
+        tuner.search(verbose=0)
+    if os.environ.get("TEMTOOL_TUNER_VERBOSE"):
+        sys.stderr.write(chatter.getvalue())
     if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
         return {"project": str(root), "worker": os.environ.get("KERASTUNER_TUNER_ID")}
     return write_results(

@@ -1,0 +1,149 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from temtool.data.dataset import write_simulated_dataset
+from temtool.tune import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tune") / "data"
+    write_simulated_dataset(
+        d,
+        regime="standard",
+        n=10,
+        size=64,
+        overrides={"pixel_size_nm": 0.5, "diameter_nm": 10.0, "particles_per_256px2": (16.0, 24.0)},
+    )
+    return d
+
+
+def test_search_space_constraints():
+    s = SearchSpace(depths=(2, 3), pools=(2, 4, 8), base_filters=(4, 32), max_params=50_000)
+    seqs = s.pool_sequences(2, 64)
+    assert (8, 8) not in seqs  # 64 / 64 = 1 px bottleneck < 4
+    assert (4, 4) in seqs and all(64 % (a * b) == 0 for a, b in seqs)
+    assert s.filter_choices(2) == [4]  # filters 32 exceed 50k parameters
+    assert s.pool_sequences(3, 64) == [(2, 2, 2), (2, 2, 4), (2, 4, 2), (4, 2, 2)]
+
+
+def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkeypatch):
+    args = [
+        "tune",
+        "--data",
+        small_data,
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--repeats",
+        2,
+        "--directory",
+        tmp_path,
+        "--project",
+        "p",
+        "--json",
+    ]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n_trials"] == 4
+    seen = {tuple(r["pools"]) for r in res["trials"]}
+    assert seen == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    for r in res["trials"]:
+        assert len(r["repeats"]) == 2 and r["val_hard_dice_std"] >= 0
+        assert r["rf_nm"] == pytest.approx(r["rf_px"] * 0.5)
+        assert r["params"] == 8234
+    dice = [r["val_hard_dice_mean"] for r in res["trials"]]
+    assert dice == sorted(dice, reverse=True)
+    assert (tmp_path / "p" / "results.csv").read_text().count("\n") == 5
+    assert (tmp_path / "p" / "best_model" / "model.keras").is_file()
+
+    # resuming keeps finished trials and trains nothing
+    import temtool.tune as tune_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(tune_mod, "fit", boom)
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert out, (out, err)
+    assert json.loads(out)["n_trials"] == 4
+
+    code, out, err = run_cli("tune", "--report", "p", "--directory", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "p" / "dice_vs_rf.png").stat().st_size > 1000
+    assert "4,4" in out
+
+
+def test_impossible_space_is_a_clear_error(run_cli, small_data, tmp_path):
+    code, _, err = run_cli(
+        "tune", "--data", small_data, "--pools", "8", "--depths", "3", "--directory", tmp_path
+    )
+    assert code == 2 and "no architecture" in err
+    code, _, err = run_cli("tune", "--report", "nope", "--directory", tmp_path)
+    assert code == 2 and "no such project" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_chief_and_two_workers(small_data, tmp_path):
+    port = _free_port()
+    base = [
+        sys.executable,
+        "-m",
+        "temtool.cli",
+        "tune",
+        "--data",
+        str(small_data),
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--directory",
+        str(tmp_path),
+        "--project",
+        "dist",
+    ]
+    base = [str(a) for a in base]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    chief = subprocess.Popen(
+        [*base, "--chief", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    workers = [
+        subprocess.Popen(
+            [*base, "--worker", f"127.0.0.1:{port}", "--worker-id", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [w.communicate(timeout=600)[0] for w in workers]
+        chief_out = chief.communicate(timeout=120)[0]
+    finally:
+        for p in (chief, *workers):
+            p.kill()
+    assert chief.returncode == 0, chief_out[-3000:]
+    assert all(w.returncode == 0 for w in workers), outs
+    res = json.loads((tmp_path / "dist" / "results.json").read_text())
+    ids = [r["trial_id"] for r in res["trials"]]
+    assert len(ids) == len(set(ids)) == 4  # every configuration ran exactly once
+    assert {tuple(r["pools"]) for r in res["trials"]} == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    assert {r["tuner_id"] for r in res["trials"]} <= {"tuner0", "tuner1"}
