@@ -256,6 +256,66 @@ def simulate(
     )
 
 
+# ---------------------------------------------------------------------------------- prepare
+@app.command()
+def prepare(
+    raw_dir: Annotated[
+        Path, typer.Argument(help="Folder with images/ and masks/ (or labels/), or HDF5 files.")
+    ],
+    out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write.")],
+    patch: Annotated[int, typer.Option(help="Patch side in px.")] = 512,
+    min_particle_px: Annotated[int, typer.Option(help="Drop patches with fewer particle pixels.")] = 400,
+    split: Annotated[
+        str, typer.Option(help="train,val,test shares by micrograph, e.g. 70,10,20.")
+    ] = "70,10,20",
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    xray_threshold: Annotated[float, typer.Option(help="X-ray outliers: robust std above the median.")] = 8.0,
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="nm per pixel for all micrographs.")
+    ] = None,
+    channel: Annotated[Optional[int], typer.Option(help="Channel of coloured images to use.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT_DIR.")] = False,
+) -> None:
+    """The study's preprocessing: x-rays out, standardise, patches, split by micrograph."""
+    from temtool.data.prepare import prepare as run_prepare
+    from temtool.report import console, summary_table
+
+    _check_pixel_size(pixel_size)
+    try:
+        shares = tuple(float(v) for v in split.split(","))
+    except ValueError:
+        raise TemtoolError(f"--split {split!r}: expected three numbers such as 70,10,20") from None
+    if len(shares) != 3:
+        raise TemtoolError(f"--split {split!r}: expected three numbers such as 70,10,20")
+    s = run_prepare(
+        raw_dir,
+        out_dir,
+        patch=patch,
+        min_particle_px=min_particle_px,
+        split=shares,
+        seed=seed,
+        xray_threshold=xray_threshold,
+        pixel_size_nm=pixel_size,
+        overwrite=overwrite,
+        channel=channel,
+    )
+    console.print(
+        summary_table(
+            "Prepared dataset",
+            {
+                "folder": s["path"],
+                "micrographs": ", ".join(f"{k} {v}" for k, v in s["micrographs"].items()),
+                "patches": ", ".join(f"{k} {v}" for k, v in s["patches"].items())
+                + f" ({s['patches_dropped']} dropped)",
+                "patch size": f"{s['patch_px']} px"
+                + (f" = {s['patch_px'] * s['pixel_size_nm']:.1f} nm" if s["pixel_size_nm"] else ""),
+                "particle fraction": f"{s['particle_fraction']:.3f}",
+                "x-rays replaced": str(s["xrays_replaced"]),
+            },
+        )
+    )
+
+
 # ------------------------------------------------------------------------------------ train
 def _default_out(data: str, arch) -> Path:
     name = data[4:] if data.startswith("sim:") else Path(data).name or "data"

@@ -336,7 +336,8 @@ def load_dataset(
             )
         if mg.pixel_size_nm:
             sizes.add(round(mg.pixel_size_nm, 6))
-        ds.images[stem] = standardize(mg.data)
+        # prepare already standardised each micrograph before cutting patches
+        ds.images[stem] = mg.data if meta.get("standardized") == "per_micrograph" else standardize(mg.data)
         ds.masks[stem] = m
     if ds.pixel_size_nm is None and len(sizes) == 1:
         ds.pixel_size_nm = sizes.pop()

@@ -24,7 +24,53 @@ __all__ = [
     "atomic_write",
 ]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+MICROSCOPY_SUFFIXES = {
+    ".dm3": "digitalmicrograph",
+    ".dm4": "digitalmicrograph",
+    ".ser": "tia",
+    ".emd": "emd",
+    ".mrc": "mrc",
+}
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", *MICROSCOPY_SUFFIXES)
+_UNIT_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "micron": 1e3,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "m": 1e9,
+    "pm": 1e-3,
+}
+
+
+def _read_microscopy(path: Path) -> tuple[np.ndarray, float | None]:
+    """DM3/DM4, SER, EMD and MRC through RosettaSciIO (the ``microscopy`` extra)."""
+    import importlib
+
+    module = MICROSCOPY_SUFFIXES[path.suffix.lower()]
+    try:
+        reader = importlib.import_module(f"rsciio.{module}").file_reader
+    except ImportError:
+        raise TemtoolError(
+            f"{path}: reading {path.suffix} files needs the microscopy extra: "
+            "pip install 'temtool[microscopy]'"
+        ) from None
+    signals = reader(str(path))
+    for sig in signals:
+        data = np.asarray(sig["data"])
+        if np.squeeze(data).ndim == 2:
+            axes = [a for a in sig.get("axes", []) if a.get("size", 2) > 1]
+            px = None
+            if axes:
+                ax = axes[-1]
+                unit = str(ax.get("units", "")).strip().lower()
+                if unit in _UNIT_NM and ax.get("scale"):
+                    px = float(ax["scale"]) * _UNIT_NM[unit]
+            return np.squeeze(data), px
+    raise TemtoolError(f"{path}: holds no 2-D image (found {[np.shape(s['data']) for s in signals]})")
 
 
 @dataclass
@@ -37,6 +83,14 @@ class Micrograph:
 def _tiff_pixel_size_nm(tif) -> float | None:
     """Pixel size from ImageJ metadata or the TIFF resolution tags, in nm."""
     page = tif.pages[0]
+    if tif.is_ome and tif.ome_metadata:
+        import re
+
+        m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
+        u = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
+        if m:
+            unit = (u.group(1) if u else "µm").strip().lower()
+            return float(m.group(1)) * _UNIT_NM.get(unit, 1e3)
     ij = tif.imagej_metadata or {}
     unit = str(ij.get("unit", "")).strip().lower().replace("\\u00b5", "u").replace("µ", "u")
     tags = page.tags
@@ -48,10 +102,7 @@ def _tiff_pixel_size_nm(tif) -> float | None:
         return None
     per_unit = den / num  # units per pixel
     if unit:
-        factor = {"nm": 1.0, "nanometer": 1.0, "um": 1e3, "micron": 1e3, "a": 0.1, "angstrom": 0.1}
-        if unit in factor:
-            return per_unit * factor[unit]
-        return None
+        return per_unit * _UNIT_NM[unit] if unit in _UNIT_NM else None
     resunit = tags.get("ResolutionUnit")
     code = int(resunit.value) if resunit is not None else 2
     if code == 3:  # centimetre
@@ -85,6 +136,8 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> Micrograp
                 data = np.asarray(im)
         elif suffix == ".npy":
             data = np.load(path, allow_pickle=False)
+        elif suffix in MICROSCOPY_SUFFIXES:
+            data, pixel_size = _read_microscopy(path)
         else:
             raise TemtoolError(
                 f"{path}: unknown image format {suffix!r}; temtool reads {', '.join(IMAGE_SUFFIXES)}"
@@ -119,17 +172,65 @@ def _to_2d(data: np.ndarray, path: Path, channel: int | None) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
-    """Read a mask as uint8 0/1. Accepts 0/1, 0/255, bool, and instance-ID maps."""
+    """Read a mask as uint8 0/1. Accepts 0/1, 0/255, bool, instance-ID maps, and RGB(A) masks
+    (one channel: ``channel``, or the first when the colour channels agree)."""
     m = read_image(path, channel=channel).data
+    return binarize_mask(m, path)
+
+
+def binarize_mask(m: np.ndarray, path) -> np.ndarray:
+    """0/1, 0/255, bool or integer instance labels -> uint8 0/1; anything else is an error."""
     values = np.unique(m)
     if values.size == 1 or (values.size == 2 and values[0] == 0):
         return (m > 0).astype(np.uint8)
-    if values.min() >= 0 and np.all(values == np.round(values)):
-        return (m > 0).astype(np.uint8)  # instance IDs
+    integer = values.min() >= 0 and np.all(values == np.round(values))
+    if integer and values[0] == 0 and (m == 0).mean() >= 0.05:
+        return (m > 0).astype(np.uint8)  # instance IDs on a zero background
     raise TemtoolError(
         f"{path}: mask values are not binary-like (found {values.size} distinct values from "
-        f"{values.min():g} to {values.max():g}); masks must be 0/1, 0/255, or integer labels"
+        f"{values.min():g} to {values.max():g}); masks must be 0/1, 0/255, or integer labels "
+        "on a 0 background (is this an image?)"
     )
+
+
+def read_h5_stack(path: str | os.PathLike) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Images (and masks, if present) from an HDF5 file in the study's layout: keys ``images``
+    and ``labels``/``maps``/``masks``, stored NCHW, NHWC, NHW or HW. Two-channel masks (one-hot
+    background/particle) use the particle channel."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            keys = list(f.keys())
+            if "images" not in f:
+                raise TemtoolError(f"{path}: no 'images' dataset in this HDF5 file (keys: {keys})")
+            imgs = _split_stack(np.asarray(f["images"]), path, "images")
+            mkey = next((k for k in ("labels", "maps", "masks") if k in f), None)
+            masks = _split_stack(np.asarray(f[mkey]), path, mkey) if mkey else None
+    except TemtoolError:
+        raise
+    except Exception as e:
+        raise TemtoolError(f"{path}: cannot read the HDF5 file ({type(e).__name__}: {e})") from None
+    if masks is not None and len(masks) != len(imgs):
+        raise TemtoolError(f"{path}: {len(imgs)} images but {len(masks)} masks")
+    return imgs, masks
+
+
+def _split_stack(a: np.ndarray, path: Path, key: str) -> list[np.ndarray]:
+    if a.ndim == 2:
+        return [a]
+    if a.ndim == 3:
+        return list(a)
+    if a.ndim == 4:
+        if a.shape[1] in (1, 2, 3) and a.shape[-1] not in (1, 2, 3):
+            a = np.moveaxis(a, 1, -1)  # NCHW -> NHWC
+        c = a.shape[-1]
+        if c == 1:
+            return list(a[..., 0])
+        if c == 2:
+            return list(a[..., 1])
+    raise TemtoolError(f"{path}: '{key}' has shape {a.shape}; expected NHW, NCHW or NHWC")
 
 
 def atomic_write(path: Path, write) -> None:
