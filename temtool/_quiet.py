@@ -34,3 +34,7 @@ def start_backend(quiet: bool = True) -> None:
         import keras
 
         keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+    if quiet and keras.backend.backend() == "tensorflow":
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -694,6 +694,163 @@ def tune(
     console.print(f"plot: temtool tune --report {res['project']}")
 
 
+# ---------------------------------------------------------------------------------- segment
+def _expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    import glob
+
+    from temtool.data.io import IMAGE_SUFFIXES
+
+    files, failed = [], []
+    for p in paths:
+        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        if not matches:
+            failed.append((p, "no file matches this pattern"))
+        for m in matches:
+            q = Path(m)
+            if q.is_dir():
+                found = sorted(f for f in q.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                if not found:
+                    failed.append((m, "folder holds no images"))
+                files.extend(found)
+            elif q.exists():
+                files.append(q)
+            else:
+                failed.append((m, "no such file"))
+    return files, failed
+
+
+@app.command()
+def segment(
+    paths: Annotated[list[str], typer.Argument(help="Micrographs: files, folders or globs.")],
+    model: Annotated[
+        Optional[Path], typer.Option(help="Model bundle (default: last trained, else shipped).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("segmented"),
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="nm per pixel (overrides the files').")
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="8-fold dihedral test-time augmentation.")] = False,
+    overlap: Annotated[
+        Optional[int], typer.Option(help="Context margin per tile in px (default: half the exact RF).")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Probability threshold for the mask.")] = 0.5,
+    batch: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
+    method: Annotated[
+        str, typer.Option(help="model, or fourier (Bragg-filter baseline, no model).")
+    ] = "model",
+    d_spacing: Annotated[
+        str, typer.Option(help="With --method fourier: lattice spacings in nm.")
+    ] = "0.2355,0.2039",
+    channel: Annotated[Optional[int], typer.Option(help="Channel of coloured images.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Segment whole micrographs of any size and measure the particles."""
+    from rich.table import Table
+
+    from temtool.report import console, err_console
+
+    _check_pixel_size(pixel_size)
+    if method not in ("model", "fourier"):
+        raise TemtoolError(f"--method must be 'model' or 'fourier', got {method!r}")
+    if not 0 < threshold < 1:
+        raise TemtoolError(f"--threshold must be between 0 and 1, got {threshold}")
+    if batch < 1:
+        raise TemtoolError(f"--batch must be >= 1, got {batch}")
+    try:
+        spacings = tuple(float(v) for v in d_spacing.split(","))
+    except ValueError:
+        raise TemtoolError(f"--d-spacing {d_spacing!r}: expected numbers in nm, e.g. 0.2355,0.2039") from None
+    files, failed = _expand_inputs(paths)
+    n_inputs = len(files) + len(failed)
+    segmenters = {}
+
+    def get_segmenter(px):
+        from temtool.arch import Architecture
+        from temtool.bundle import load_bundle
+        from temtool.segment import Segmenter, default_model
+
+        if model is not None:
+            path, why = model, str(model)
+        else:
+            path, why = default_model(px)
+        key = str(path)
+        if key not in segmenters:
+            m, meta = load_bundle(path)
+            arch = Architecture.from_dict(meta["architecture"])
+            rf = meta.get("exact_rf_px") or meta["rf_px"]
+            segmenters[key] = Segmenter(
+                m, arch, rf, meta.get("pixel_size_nm"), batch_size=batch, tta=tta, margin_px=overlap
+            )
+            if not as_json:
+                console.print(f"model: {why}", highlight=False)
+        return segmenters[key]
+
+    if method == "model":
+        _backend()
+    from temtool.segment import segment_file
+
+    results = []
+    for f in files:
+        try:
+            seg = None
+            if method == "model":
+                from temtool.data.io import read_image
+
+                px = pixel_size
+                if px is None and model is None:
+                    px = read_image(f, channel=channel).pixel_size_nm
+                seg = get_segmenter(px)
+            results.append(
+                segment_file(
+                    f,
+                    out,
+                    seg,
+                    pixel_size_nm=pixel_size,
+                    threshold=threshold,
+                    method=method,
+                    d_spacing_nm=spacings,
+                    channel=channel,
+                )
+            )
+        except TemtoolError as e:
+            if model is not None and str(model) in str(e):
+                raise
+            failed.append((str(f), str(e)))
+            err_console.print(f"[red]failed:[/] {e}", highlight=False)
+    if as_json:
+        print(
+            json.dumps({"results": results, "failed": [{"file": a, "error": b} for a, b in failed]}, indent=2)
+        )
+    else:
+        t = Table(title=f"Segmentation ({method}) -> {out}")
+        for c in ("file", "particles", "diameter mean +- sd", "median", "area fraction", "time s"):
+            t.add_column(c, justify="right")
+        for r in results:
+            d = (
+                f"{r['diameter_mean']:.2f} +- {r['diameter_sd']:.2f} {r['diameter_unit']}"
+                if r["diameter_mean"] is not None
+                else "-"
+            )
+            med = f"{r['diameter_median']:.2f}" if r["diameter_median"] is not None else "-"
+            t.add_row(
+                Path(r["file"]).name,
+                str(r["particles"]),
+                d,
+                med,
+                f"{r['area_fraction']:.3f}",
+                f"{r['time_s']:.2f}",
+            )
+        console.print(t)
+        for r in results:
+            for n in r["notes"]:
+                console.print(f"{Path(r['file']).name}: {n}", highlight=False)
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {n_inputs} inputs failed:[/]")
+        for a, b in failed:
+            err_console.print(f"  {a}: {b}", highlight=False)
+        raise typer.Exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``temtool`` console script."""
     try:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from temtool.receptive_field import RFLayer
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fmt_nm(value: float | None, digits: int = 2) -> str:
