@@ -266,4 +266,4 @@ def write_png(path: Path, data: np.ndarray) -> None:
     arr = np.asarray(data)
     if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs uint8 or uint16, got {arr.dtype}")
-    atomic_write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG"))
+    atomic_write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG", compress_level=1))
