@@ -89,6 +89,17 @@ def save_bundle(
     return out
 
 
+def remember_last_model(path: str | os.PathLike) -> None:
+    """Record a bundle as the most recent model (``segment`` uses it without ``--model``)."""
+    from temtool.data.dataset import cache_dir
+
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        (cache_dir() / "last_model.txt").write_text(str(Path(path).resolve()))
+    except OSError:
+        pass
+
+
 def _bundle_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_file() and p.suffix == ".keras":

@@ -428,13 +428,9 @@ def train(
         },
     }
     path = save_bundle(out, best.model, meta, history=best.history)
-    from temtool.data.dataset import cache_dir
+    from temtool.bundle import remember_last_model
 
-    try:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        (cache_dir() / "last_model.txt").write_text(str(path.resolve()))
-    except OSError:
-        pass
+    remember_last_model(path)
     summary = {
         "bundle": str(path),
         "architecture": arch.label(),

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from temtool.arch import Architecture, count_params
+from temtool.bundle import remember_last_model
 from temtool.data.dataset import Dataset, load_dataset
 from temtool.errors import TemtoolError
 from temtool.receptive_field import theoretical_rf_px
@@ -363,6 +364,7 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
             shutil.rmtree(root / "best_model")
         os.replace(tmp, root / "best_model")
         summary["best_model"] = str(root / "best_model")
+        remember_last_model(root / "best_model")
     return summary
 
 

@@ -9,6 +9,13 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 REAL_DATA = os.path.abspath(os.path.join(SHARED, "data", "msa-seg-track-train"))
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's cache (built-in datasets, last model)."""
+    if "TEMTOOL_CACHE" not in os.environ:
+        monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path_factory.getbasetemp() / "temtool-cache"))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -149,3 +149,16 @@ def test_cli_segment_fourier_needs_no_model(run_cli, tmp_path):
     assert json.loads(stdout)["results"][0]["particles"] >= 1
     code, _, err = run_cli("segment", tmp_path / "nothing*.tif", "--method", "fourier")
     assert code == 2 and "no file matches" in err
+
+
+def test_without_model_uses_shipped_model_chosen_by_pixel_size(run_cli, tmp_path):
+    cfg = config_for("hrtem", pixel_size_nm=0.04, diameter_nm=3.0)
+    write_tiff(tmp_path / "h.tif", simulate_image(cfg, 128, 0).image, 0.04)
+    cfg = config_for("standard", pixel_size_nm=0.5)
+    write_tiff(tmp_path / "s.tif", simulate_image(cfg, 128, 0).image, 0.5)
+    code, out, err = run_cli("segment", tmp_path / "h.tif", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "shipped 'hrtem' model" in out
+    code, out, err = run_cli("segment", tmp_path / "s.tif", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "shipped 'standard' model" in out
