@@ -253,3 +253,15 @@ def test_mrc_through_the_microscopy_extra(tmp_path):
     _write_mrc(tmp_path / "a.mrc", d, 1.5)
     mg = read_image(tmp_path / "a.mrc")
     assert np.allclose(mg.data, d) and mg.pixel_size_nm == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("unit, scale, expected_nm", [("nm", 0.124, 0.124), ("µm", 0.0005, 0.5)])
+def test_dm3_through_the_microscopy_extra(tmp_path, unit, scale, expected_nm):
+    pytest.importorskip("rsciio", reason="install the microscopy extra: pip install -e '.[test]'")
+    from .dm3 import write_dm3
+
+    d = np.random.default_rng(1).random((20, 30)).astype(np.float32)
+    write_dm3(tmp_path / "a.dm3", d, scale, unit)
+    mg = read_image(tmp_path / "a.dm3")
+    assert np.array_equal(mg.data, d)
+    assert mg.pixel_size_nm == pytest.approx(expected_nm, rel=1e-5)
