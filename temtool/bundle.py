@@ -14,8 +14,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -69,23 +67,13 @@ def save_bundle(
         meta["exact_rf_px"] = exact_rf_px(arch, max_probe_px=1 << 13)
     except ValueError:
         meta["exact_rf_px"] = None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    from temtool.data.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
         model.save(tmp / "model.keras")
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2, default=float))
         if history:
             (tmp / "history.csv").write_text(_history_csv(history))
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -357,12 +357,10 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
     _atomic_text(root / "results.csv", buf.getvalue())
     best = root / f"trial_{rows[0]['trial_id']}" / "bundle"
     if best.is_dir():
-        tmp = root / f".best_model.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(best, tmp)
-        if (root / "best_model").exists():
-            shutil.rmtree(root / "best_model")
-        os.replace(tmp, root / "best_model")
+        from temtool.data.io import atomic_dir
+
+        with atomic_dir(root / "best_model") as tmp:
+            shutil.copytree(best, tmp, dirs_exist_ok=True)
         summary["best_model"] = str(root / "best_model")
         remember_last_model(root / "best_model")
     return summary

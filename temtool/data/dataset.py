@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from temtool.data.io import IMAGE_SUFFIXES, read_image, read_mask, write_png, write_tiff
+from temtool.data.io import IMAGE_SUFFIXES, atomic_dir, read_image, read_mask, write_png, write_tiff
 from temtool.errors import TemtoolError
 
 __all__ = [
@@ -96,17 +94,6 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise TemtoolError(f"{out_dir}: folder is not empty; choose another or pass --overwrite")
 
 
-def _commit_dir(tmp: Path, out_dir: Path) -> None:
-    """Move a finished temporary folder onto ``out_dir`` (replacing it)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_simulated_dataset(
     out_dir: str | os.PathLike,
     regime: str = "hrtem",
@@ -135,9 +122,7 @@ def write_simulated_dataset(
     except ValueError as e:
         raise TemtoolError(str(e)) from None
     _prepare_out_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for sub in ("images", "masks", "instances"):
             (tmp / sub).mkdir()
         records = []
@@ -177,10 +162,6 @@ def write_simulated_dataset(
             "images": _jsonable(records),
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
-        _commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

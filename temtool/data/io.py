@@ -6,7 +6,10 @@ Every failure is a :class:`~temtool.errors.TemtoolError` that names the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 from temtool.errors import TemtoolError
 
 __all__ = [
+    "atomic_dir",
     "Micrograph",
     "IMAGE_SUFFIXES",
     "read_image",
@@ -231,6 +235,27 @@ def _split_stack(a: np.ndarray, path: Path, key: str) -> list[np.ndarray]:
         if c == 2:
             return list(a[..., 1])
     raise TemtoolError(f"{path}: '{key}' has shape {a.shape}; expected NHW, NCHW or NHWC")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike):
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` (renames), on
+    any error or interrupt it is removed, so ``out`` is never seen half-written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write(path: Path, write) -> None:

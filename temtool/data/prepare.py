@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from scipy import ndimage as ndi
 
 from temtool.data.io import (
     IMAGE_SUFFIXES,
+    atomic_dir,
     binarize_mask,
     read_h5_stack,
     read_image,
@@ -211,13 +210,11 @@ def prepare(
     for rank, i in enumerate(order):
         split_of[i] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     micro = {"train": 0, "val": 0, "test": 0}
     xrays_total, dropped, frac = 0, 0, []
     sources = {}
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for i, p in enumerate(pairs):
@@ -263,15 +260,5 @@ def prepare(
             "patch_sources": sources,
         }
         (tmp / "dataset.json").write_text(json.dumps(summary, indent=1))
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["path"] = str(out_dir)
     return summary

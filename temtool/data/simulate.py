@@ -301,6 +301,20 @@ def _bbox(p: dict, shape: tuple[int, int]):
     return slice(y0, y1), slice(x0, x1)
 
 
+def _thickness(part: dict, shape, px_nm: float):
+    """Projected thickness (nm) of one particle on its bounding box, with the box, the pixel
+    coordinates and the inside mask; None when the particle lies off the canvas."""
+    box = _bbox(part, shape)
+    if box is None:
+        return None
+    yy, xx = np.mgrid[box[0], box[1]].astype(np.float32)
+    rho = particle_rho(part, yy, xx)
+    inside = rho < 1
+    a_nm, b_nm = (q * px_nm for q in part["semi_axes_px"])
+    t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
+    return box, yy, xx, t, inside
+
+
 # ----------------------------------------------------------------------------- optics
 def _transfer(shape, px_nm, lam, df, cs_nm, focal_spread, alpha_mrad, aperture_mrad):
     """Coherent transfer with partial-coherence envelopes and a soft aperture."""
@@ -433,14 +447,10 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
     for part in particles:
         part["state"] = "amplitude"
         part["absorption_factor"] = _u(rng, cfg.au_absorption_factor)
-        box = _bbox(part, shape)
-        if box is None:
+        geom = _thickness(part, shape, px)
+        if geom is None:
             continue
-        yy, xx = np.mgrid[box[0], box[1]].astype(np.float32)
-        rho = particle_rho(part, yy, xx)
-        inside = rho < 1
-        a_nm, b_nm = (s * px for s in part["semi_axes_px"])
-        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
+        box, _, _, t, inside = geom
         phase[box] += sigma * p["au_inner_potential_v"] * t
         absorb[box] += t / (p["au_absorption_nm"] * part["absorption_factor"])
         mask[box] |= inside
@@ -504,14 +514,10 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         part["absorption_nm"] = _u(rng, getattr(cfg, lam_key))
         gs = _lattice_g(state, rot, AU_LATTICE_NM)
         part["reflections"] = [{"g_per_nm": [gx, gy], "hkl": n} for gx, gy, n in gs]
-        box = _bbox(part, shape)
-        if box is None:
+        geom = _thickness(part, shape, px)
+        if geom is None:
             continue
-        yy, xx = np.mgrid[box[0], box[1]].astype(np.float32)
-        rho = particle_rho(part, yy, xx)
-        inside = rho < 1
-        a_nm, b_nm = (q * px for q in part["semi_axes_px"])
-        t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
+        box, yy, xx, t, inside = geom
         pot = np.full(t.shape, p["au_inner_potential_v"], np.float32)
         y_nm, x_nm = yy * px, xx * px
         r0 = rng.uniform(0, AU_LATTICE_NM, size=2)
