@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _machine import machine  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _machine import machine  # noqa: E402
 
 from temtool._quiet import start_backend  # noqa: E402
 

@@ -16,10 +16,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _machine import machine  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _machine import machine  # noqa: E402
 
 from temtool.arch import Architecture, build_resunet, count_params  # noqa: E402
 from temtool.train import DihedralFeeder, TrainConfig, compile_model, gpu_info  # noqa: E402
