@@ -143,13 +143,15 @@ class DihedralFeeder(keras.utils.PyDataset):
     """Batches from in-memory arrays, shuffled each epoch, with a random dihedral transform
     per image (square patches) or a random flip (non-square), drawn from a seeded generator."""
 
-    def __init__(self, x, y, batch_size: int, augment: bool = True, seed: int = 0, **kw):
+    def __init__(
+        self, x, y, batch_size: int, augment: bool = True, seed: int = 0, shuffle: bool = True, **kw
+    ):
         super().__init__(**kw)
         self.x, self.y = x, y
         self.batch_size = batch_size
-        self.augment = augment
+        self.augment, self.shuffle = augment, shuffle
         self.seed, self.epoch = seed, 0
-        self.order = np.random.default_rng([seed, 0]).permutation(len(x))
+        self.order = self._order()
         self.square = x.shape[1] == x.shape[2]
 
     def __len__(self) -> int:
@@ -159,7 +161,7 @@ class DihedralFeeder(keras.utils.PyDataset):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         xb, yb = self.x[idx], self.y[idx]
         if not self.augment:
-            return xb, yb.astype("int32")
+            return np.asarray(xb, np.float32), np.asarray(yb, "int32")
         # one generator per (seed, epoch, batch): deterministic even with worker threads
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.square:
@@ -174,9 +176,14 @@ class DihedralFeeder(keras.utils.PyDataset):
             yo[sel] = dihedral(yb[sel][..., None], int(k))[..., 0]
         return xo, yo
 
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+
     def on_epoch_end(self):
         self.epoch += 1
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+        self.order = self._order()
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -271,11 +278,13 @@ def fit(
         if on_epoch:
             callbacks.append(EpochReporter(len(x_tr), on_epoch))
         t0 = time.perf_counter()
+        val = None
+        if has_val:  # fixed order, no augmentation; read per batch when streaming
+            val = DihedralFeeder(x_va, y_va, cfg.batch_size, augment=False, shuffle=False)
         hist = model.fit(
             feeder,
             epochs=cfg.epochs,
-            validation_data=(x_va, y_va.astype("int32")) if has_val else None,
-            validation_batch_size=cfg.batch_size,
+            validation_data=val,
             callbacks=callbacks,
             verbose=0,
         )

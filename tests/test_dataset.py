@@ -80,3 +80,25 @@ def test_missing_data_folder_is_clear(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(TemtoolError, match="masks"):
         load_dataset(tmp_path)
+
+
+def test_streaming_from_disk_matches_memory_and_trains(tmp_path, monkeypatch):
+    from temtool.arch import Architecture
+    from temtool.train import TrainConfig, fit
+
+    d = write_simulated_dataset(
+        tmp_path / "d", regime="standard", n=10, size=32, overrides={"pixel_size_nm": 1.0, "diameter_nm": 8.0}
+    )
+    mem = load_dataset(d, in_memory=True)
+    monkeypatch.setenv("TEMTOOL_MAX_MEMORY_GB", "0.000001")  # smaller than the files
+    lazy = load_dataset(d)
+    assert lazy.lazy and not mem.lazy
+    xm, ym = mem.arrays("train")
+    xl, yl = lazy.arrays("train")
+    assert xl.shape == xm.shape and len(xl) == 7
+    idx = np.array([3, 0, 5])
+    assert np.array_equal(xl[idx], xm[idx]) and np.array_equal(yl[idx], ym[idx])
+    assert np.array_equal(xl[1:3], xm[1:3])
+    r = fit(Architecture.create(depth=1, pool=2, filters=2), lazy, TrainConfig(epochs=1, batch_size=4))
+    assert np.isfinite(r.history["val_hard_dice"]).all()
+    assert lazy.summary()["streamed_from_disk"] is True

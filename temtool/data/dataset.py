@@ -223,6 +223,71 @@ def resolve_data(spec: str | os.PathLike, option: str = "--data") -> Path:
 
 
 # ------------------------------------------------------------------------------ reading
+class _LazyImages(dict):
+    """stem -> array, read from disk on every access (for datasets larger than memory)."""
+
+    def __init__(self, paths: dict[str, Path], read):
+        super().__init__()
+        self._paths, self._read = paths, read
+
+    def __getitem__(self, stem):
+        return self._read(self._paths[stem])
+
+    def __contains__(self, stem):
+        return stem in self._paths
+
+    def __len__(self):
+        return len(self._paths)
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def keys(self):
+        return self._paths.keys()
+
+    def values(self):
+        return (self[k] for k in self._paths)
+
+    def items(self):
+        return ((k, self[k]) for k in self._paths)
+
+
+class LazyStack:
+    """A read-on-demand stack ``(N, H, W[, 1])`` of one split: indexing with an int, a slice or
+    an index array reads just those files. Quacks enough like an array for the feeder."""
+
+    def __init__(self, store, stems: list[str], channel_axis: bool):
+        self.store, self.stems, self.channel_axis = store, list(stems), channel_axis
+        first = store[self.stems[0]]
+        self.shape = (len(self.stems), *first.shape, *((1,) if channel_axis else ()))
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            a = self.store[self.stems[int(idx)]]
+            return a[..., None] if self.channel_axis else a
+        picks = np.arange(len(self.stems))[idx]
+        out = np.stack([self.store[self.stems[int(i)]] for i in picks])
+        if out.shape[1:3] != self.shape[1:3]:
+            raise TemtoolError("images of one split differ in size; cut them into equal patches")
+        return out[..., None] if self.channel_axis else out
+
+
+def memory_budget_bytes() -> int:
+    """How much image data ``load_dataset`` keeps in memory before streaming from disk:
+    ``$TEMTOOL_MAX_MEMORY_GB``, else a quarter of the machine's memory."""
+    env = os.environ.get("TEMTOOL_MAX_MEMORY_GB")
+    if env:
+        return int(float(env) * 2**30)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
 @dataclass
 class Dataset:
     """Images (standardised) and masks of one dataset, by split."""
@@ -233,12 +298,16 @@ class Dataset:
     splits: dict[str, list[str]]
     images: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) float32
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) uint8
+    lazy: bool = False  # True: images and masks are read from disk on access
 
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """``x (N, H, W, 1) float32`` and ``y (N, H, W) uint8`` of a split (equal sizes)."""
+    def arrays(self, split: str):
+        """``x (N, H, W, 1) float32`` and ``y (N, H, W) uint8`` of a split (equal sizes);
+        :class:`LazyStack` views that read on demand when the dataset streams from disk."""
         stems = self.splits.get(split, [])
         if not stems:
             raise TemtoolError(f"{self.path}: the {split!r} split is empty")
+        if self.lazy:
+            return LazyStack(self.images, stems, True), LazyStack(self.masks, stems, False)
         shapes = {self.images[s].shape for s in stems}
         if len(shapes) > 1:
             raise TemtoolError(
@@ -255,7 +324,8 @@ class Dataset:
             "pixel_size_nm": self.pixel_size_nm,
             "regime": self.regime,
             **{f"n_{k}": len(v) for k, v in self.splits.items()},
-            "particle_fraction": float(np.mean([m.mean() for m in self.masks.values()])),
+            "particle_fraction": float(np.mean([self.masks[s].mean() for s in list(self.masks)[:200]])),
+            "streamed_from_disk": self.lazy,
         }
 
 
@@ -274,11 +344,14 @@ def load_dataset(
     pixel_size_nm: float | None = None,
     seed: int = 0,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    in_memory: bool | None = None,
 ) -> Dataset:
     """Read a dataset folder (or ``sim:NAME``): standardised images, binary masks, splits.
 
     Without splits in ``dataset.json`` the stems are shuffled with ``seed`` and split by the
-    given fractions.
+    given fractions. ``in_memory=None`` keeps the data in memory when the image files fit in
+    :func:`memory_budget_bytes`, else streams them from disk (read per batch); pass True or
+    False to force either.
     """
     path = resolve_data(spec)
     img_dir, mask_dir = path / "images", path / "masks"
@@ -306,22 +379,39 @@ def load_dataset(
         regime=meta.get("regime"),
         splits={},
     )
-    sizes = set()
-    for stem, p in imgs.items():
-        mg = read_image(p)
+    per_micrograph = meta.get("standardized") == "per_micrograph"
+
+    def read_x(p: Path) -> np.ndarray:
+        d = read_image(p).data
+        return d if per_micrograph else standardize(d)
+
+    def read_pair(stem: str):
+        mg = read_image(imgs[stem])
         m = read_mask(masks[stem])
         if m.shape != mg.data.shape:
             raise TemtoolError(
                 f"{masks[stem]}: mask is {m.shape[0]}x{m.shape[1]} but its image is "
                 f"{mg.data.shape[0]}x{mg.data.shape[1]}"
             )
+        return mg, m
+
+    if in_memory is None:
+        in_memory = sum(p.stat().st_size for p in imgs.values()) <= memory_budget_bytes()
+    sizes = set()
+    if in_memory:
+        for stem in imgs:
+            mg, m = read_pair(stem)
+            if mg.pixel_size_nm:
+                sizes.add(round(mg.pixel_size_nm, 6))
+            ds.images[stem] = mg.data if per_micrograph else standardize(mg.data)
+            ds.masks[stem] = m
+    else:
+        mg, _ = read_pair(next(iter(imgs)))  # fail early on an unreadable first pair
         if mg.pixel_size_nm:
             sizes.add(round(mg.pixel_size_nm, 6))
-        # prepare already standardised each micrograph before cutting patches
-        ds.images[stem] = mg.data if meta.get("standardized") == "per_micrograph" else standardize(mg.data)
-        ds.masks[stem] = m
-    if ds.pixel_size_nm is None and len(sizes) == 1:
-        ds.pixel_size_nm = sizes.pop()
+        ds.lazy = True
+        ds.images = _LazyImages(imgs, read_x)
+        ds.masks = _LazyImages(masks, read_mask)
     splits = meta.get("splits")
     if splits:
         unknown = [s for v in splits.values() for s in v if s not in imgs]
