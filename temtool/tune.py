@@ -220,6 +220,33 @@ def _tuner_class(kind: str):
     return TemtoolTuner
 
 
+def _repair_grid_order(oracle) -> None:
+    """KerasTuner 1.4's GridSearchOracle keeps its walk through the grid (a linked list of
+    trial ids and a queue of trials to extend) only in memory. After a reload both are empty,
+    so a resumed grid search stops early or fails on a retried trial. Rebuild them from the
+    trials on record: ordered by the oracle's own comparison, each one queued for extension
+    (combinations already tried are skipped by the oracle itself)."""
+    import functools
+
+    import keras_tuner as kt
+
+    if not isinstance(oracle, kt.oracles.GridSearchOracle) or not oracle.trials:
+        return
+    ids = sorted(
+        oracle.trials,
+        key=functools.cmp_to_key(
+            lambda a, b: oracle._compare(
+                oracle.trials[a].hyperparameters.values, oracle.trials[b].hyperparameters.values
+            )
+        ),
+    )
+    linked = type(oracle._ordered_ids)()
+    for trial_id in ids:
+        linked.insert(trial_id)
+    oracle._ordered_ids = linked
+    oracle._populate_next = list(ids)
+
+
 @dataclass
 class TuneConfig:
     data: str = "sim:hrtem"
@@ -281,6 +308,7 @@ def tune(cfg: TuneConfig, on_trial=None) -> dict:
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):
         tuner = _tuner_class(cfg.tuner)(**kw)
+        _repair_grid_order(tuner.oracle)
         tuner._temtool = {
             "space": cfg.space,
             "train": cfg.train,

@@ -147,3 +147,44 @@ def test_distributed_chief_and_two_workers(small_data, tmp_path):
     assert len(ids) == len(set(ids)) == 4  # every configuration ran exactly once
     assert {tuple(r["pools"]) for r in res["trials"]} == {(2, 2), (2, 4), (4, 2), (4, 4)}
     assert {r["tuner_id"] for r in res["trials"]} <= {"tuner0", "tuner1"}
+
+
+def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tmp_path, monkeypatch):
+    """A resumed grid search finishes the grid: after a --max-trials stop, and after a trial
+    interrupted by Ctrl-C (re-run, never counted twice)."""
+    import temtool.tune as tune_mod
+
+    base = [
+        "tune",
+        "--data",
+        small_data,
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--directory",
+        tmp_path,
+        "--project",
+        "r",
+        "--json",
+    ]
+    code, out, err = run_cli(*base, "--max-trials", 2)
+    assert code == 0, err and json.loads(out)["n_trials"] == 2
+
+    real_fit, calls = tune_mod.fit, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(tune_mod, "fit", interrupted)
+    code, out, err = run_cli(*base)
+    assert code == 130  # Ctrl-C
+    monkeypatch.setattr(tune_mod, "fit", real_fit)
+    code, out, err = run_cli(*base)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n_trials"] == 4
+    assert sorted(tuple(r["pools"]) for r in res["trials"]) == [(2, 2), (2, 4), (4, 2), (4, 4)]
