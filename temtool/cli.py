@@ -353,7 +353,7 @@ def train(
     import numpy as np
     from rich.table import Table
 
-    from temtool.bundle import save_bundle
+    from temtool.bundle import load_bundle_metadata, save_bundle
     from temtool.report import console, summary_table
     from temtool.train import TrainConfig
     from temtool.train import train as run_train
@@ -431,11 +431,13 @@ def train(
     from temtool.bundle import remember_last_model
 
     remember_last_model(path)
+    saved = load_bundle_metadata(path)
+    rf_text = f"{saved['rf_px']} px" + (f" = {saved['rf_nm']:.2f} nm" if saved.get("rf_nm") else "")
     summary = {
         "bundle": str(path),
         "architecture": arch.label(),
         "parameters": f"{meta['params']:,}",
-        "RF": f"{meta['rf_px'] if 'rf_px' in meta else ''}",
+        "RF": rf_text,
         "precision": best.precision,
         "val hard Dice": (
             f"{vals.mean():.3f} +- {meta['metrics']['val_hard_dice_std']:.3f} over {len(runs)} seeds"
@@ -445,11 +447,6 @@ def train(
         "epochs run": str(best.epochs_run),
         "speed": f"{best.images_per_s:.1f} images/s",
     }
-    import json as _json
-
-    saved = _json.loads((path / "bundle.json").read_text())
-    px = saved.get("pixel_size_nm")
-    summary["RF"] = f"{saved['rf_px']} px" + (f" = {saved['rf_nm']:.2f} nm" if px else "")
     if as_json:
         print(json.dumps(saved, indent=2))
         return
