@@ -785,19 +785,11 @@ def segment(
     results = []
     for f in files:
         try:
-            seg = None
-            if method == "model":
-                from temtool.data.io import read_image
-
-                px = pixel_size
-                if px is None and model is None:
-                    px = read_image(f, channel=channel).pixel_size_nm
-                seg = get_segmenter(px)
             results.append(
                 segment_file(
                     f,
                     out,
-                    seg,
+                    get_segmenter if method == "model" else None,
                     pixel_size_nm=pixel_size,
                     threshold=threshold,
                     method=method,

@@ -322,7 +322,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def segment_file(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    segmenter: Segmenter | None = None,
+    segmenter=None,
     pixel_size_nm: float | None = None,
     threshold: float = 0.5,
     method: str = "model",
@@ -330,7 +330,11 @@ def segment_file(
     channel: int | None = None,
 ) -> dict:
     """Segment one micrograph and write mask, probability, overlay, particle table and
-    size histogram into ``out_dir`` (each written atomically). Returns a summary."""
+    size histogram into ``out_dir`` (each written atomically). Returns a summary.
+
+    ``segmenter`` is a :class:`Segmenter`, or a function of the image's pixel size (nm, or
+    None) returning one, so a model can be chosen by pixel size without reading the file twice.
+    """
     from temtool.baselines import fourier_segment
     from temtool.data.io import read_image, write_png, write_tiff
 
@@ -340,6 +344,8 @@ def segment_file(
     px = pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes = []
+    if method != "fourier" and not isinstance(segmenter, Segmenter):
+        segmenter = segmenter(px)
     if method == "fourier":
         if px is None:
             raise TemtoolError(f"{path}: --method fourier needs the pixel size; pass --pixel-size")

@@ -10,12 +10,12 @@ import importlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from temtool.arch import Architecture, build_resunet, count_params
+from temtool.arch import Architecture, build_resunet
 from temtool.data.dataset import Dataset, load_dataset
 from temtool.errors import TemtoolError
 from temtool.metrics import LOSSES, DiceScore, make_loss
@@ -75,7 +75,6 @@ class TrainResult:
     images_per_s: float
     precision: str
     seed: int
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- devices
@@ -328,5 +327,4 @@ def train(
             on_repeat(r, c.seed)
         runs.append(fit(arch, ds, c, on_epoch=on_epoch))
     best = max(runs, key=lambda t: t.best_val_hard_dice)
-    best.extra["params"] = count_params(best.model)
     return best, runs, ds
