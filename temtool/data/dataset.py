@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,33 +224,20 @@ def resolve_data(spec: str | os.PathLike, option: str = "--data") -> Path:
 
 
 # ------------------------------------------------------------------------------ reading
-class _LazyImages(dict):
+class _LazyImages(Mapping):
     """stem -> array, read from disk on every access (for datasets larger than memory)."""
 
     def __init__(self, paths: dict[str, Path], read):
-        super().__init__()
         self._paths, self._read = paths, read
 
     def __getitem__(self, stem):
         return self._read(self._paths[stem])
-
-    def __contains__(self, stem):
-        return stem in self._paths
 
     def __len__(self):
         return len(self._paths)
 
     def __iter__(self):
         return iter(self._paths)
-
-    def keys(self):
-        return self._paths.keys()
-
-    def values(self):
-        return (self[k] for k in self._paths)
-
-    def items(self):
-        return ((k, self[k]) for k in self._paths)
 
 
 class LazyStack:
