@@ -22,7 +22,6 @@ from temtool._quiet import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.arch import Architecture  # noqa: E402
 from temtool.bundle import load_bundle  # noqa: E402
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
@@ -39,9 +38,8 @@ def main():
     ap.add_argument("--model", default=str(SHIPPED))
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
-    model, meta = load_bundle(args.model)
-    arch = Architecture.from_dict(meta["architecture"])
-    px = meta["pixel_size_nm"]
+    bundle = load_bundle(args.model)
+    arch, px = bundle.arch, bundle.pixel_size_nm
     gpu = gpu_info()
     print(f"model {arch.label()} trained at {px} nm/px; device {gpu['name'] if gpu else 'CPU'}")
     cfg = config_for("standard", pixel_size_nm=px)
@@ -51,7 +49,7 @@ def main():
             f = Path(tmp) / f"m{size}.tif"
             write_tiff(f, sim.image, px)
             for tta in (False, True) if args.tta else (False,):
-                seg = Segmenter(model, arch, meta.get("exact_rf_px") or meta["rf_px"], px, tta=tta)
+                seg = Segmenter.from_bundle(bundle, tta=tta)
                 segment_file(f, Path(tmp) / "out", seg)  # warm-up (graph tracing)
                 times = []
                 for _ in range(args.repeat):
@@ -62,7 +60,8 @@ def main():
                 true_d = [p["diameter_nm"] for p in sim.particles if not p["touches_border"]]
                 print(
                     f"{size}x{size} tta={tta!s:5s}: {t:6.2f} s  {size * size / 1e6 / t:6.2f} Mpx/s  "
-                    f"tiles {seg.info['tiles']} x {seg.info['tile_px']} px  | particles {res['particles']} "
+                    f"tiles {seg.info['tiles']} x {'x'.join(map(str, seg.info['tile_px']))} px  "
+                    f"| particles {res['particles']} "
                     f"(truth {len(sim.particles)}), median diameter {res['diameter_median']:.1f} nm "
                     f"(truth {np.median(true_d):.1f} nm)",
                     flush=True,

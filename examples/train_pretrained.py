@@ -11,10 +11,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from temtool.arch import Architecture, count_params
-from temtool.bundle import save_bundle
+from temtool.arch import Architecture
 from temtool.data.dataset import BUILTIN, load_dataset, write_simulated_dataset
-from temtool.train import TrainConfig, fit
+from temtool.train import TrainConfig, fit, save_training
 
 OUT = Path(__file__).resolve().parent.parent / "temtool" / "pretrained"
 MODELS = {
@@ -47,21 +46,17 @@ def main() -> None:
             ds = load_dataset(path)
             cfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=2e-3, seed=0, patience=15)
             res = fit(arch, ds, cfg)
-            meta = {
-                "architecture": arch.to_dict(),
-                "params": count_params(arch),
-                "pixel_size_nm": ds.pixel_size_nm,
-                "regime": ds.regime,
-                "data": {**ds.summary(), "path": f"simulated ({recipe} recipe, n={args.n}, seed 123)"},
-                "training": {**cfg.__dict__, "precision_used": res.precision},
-                "metrics": {
-                    "val_hard_dice": res.best_val_hard_dice,
-                    "best_epoch": res.best_epoch,
-                    "epochs_run": res.epochs_run,
+            save_training(
+                OUT / name,
+                res,
+                [res],
+                ds,
+                cfg,
+                extra={
+                    "data": {**ds.summary(), "path": f"simulated ({recipe} recipe, n={args.n}, seed 123)"},
+                    "pretrained": {"name": name, "script": "examples/train_pretrained.py"},
                 },
-                "pretrained": {"name": name, "script": "examples/train_pretrained.py"},
-            }
-            save_bundle(OUT / name, res.model, meta, history=res.history)
+            )
             print(
                 f"{name}: val hard Dice {res.best_val_hard_dice:.3f} (epoch {res.best_epoch}) -> {OUT / name}"
             )

@@ -123,11 +123,6 @@ class Architecture:
         """Total downsampling factor; image sides must be multiples of it."""
         return math.prod(self.pools)
 
-    @property
-    def min_size_px(self) -> int:
-        """Smallest input side the network accepts (one pixel at the bottleneck)."""
-        return self.pool_product
-
     def check_input_size(self, height: int, width: int) -> None:
         """Raise :class:`ArchitectureError` unless both sides are multiples of the pools."""
         m = self.pool_product
@@ -147,8 +142,42 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, d: dict) -> Architecture:
-        keys = {"depth", "pools", "filters", "kernel_size", "n_classes"}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys})
+        """The inverse of :meth:`to_dict`; :class:`ArchitectureError` for anything malformed."""
+        if not isinstance(d, dict):
+            raise ArchitectureError(f"expected an object, got {type(d).__name__}")
+        ints = ("depth", "kernel_size", "n_classes")
+        lists = ("pools", "filters")
+        for k in ints:
+            if k in d and (not isinstance(d[k], int) or isinstance(d[k], bool)):
+                raise ArchitectureError(f"{k} must be an integer, got {d[k]!r:.40}")
+        for k in lists:
+            v = d.get(k)
+            if not isinstance(v, (list, tuple)) or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v
+            ):
+                raise ArchitectureError(f"{k} must be a list of integers, got {v!r:.40}")
+        return cls(**{k: (tuple(d[k]) if k in lists else d[k]) for k in (*ints, *lists) if k in d})
+
+    @classmethod
+    def of_model(cls, model: keras.Model) -> Architecture:
+        """Read the description back from a model built by :func:`build_resunet` (its layer
+        names and shapes); ``ValueError`` if the model is not one."""
+        by_name = {layer.name: layer for layer in model.layers}
+        pools = [
+            int(layer.pool_size[0]) for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)
+        ]
+        depth = len(pools)
+        names = [f"enc{i}_conv1" for i in range(depth)] + ["bottleneck_conv1", "logits"]
+        missing = [n for n in names if n not in by_name]
+        if depth == 0 or missing:
+            raise ValueError(f"no layer {missing[0] if missing else 'pool0'!r}")
+        return cls(
+            depth=depth,
+            pools=tuple(pools),
+            filters=tuple(int(by_name[n].filters) for n in names[:-1]),
+            kernel_size=int(by_name["enc0_conv1"].kernel_size[0]),
+            n_classes=int(by_name["logits"].filters),
+        )
 
     def label(self) -> str:
         """Short human label, e.g. ``d2 p2,2 f4-8-16``."""

@@ -1,11 +1,17 @@
 """The model bundle: a folder that ``segment``, ``evaluate`` and ``rf --model`` need nothing
-else to use.
+else to use. It is the plan of inference: every consumer reads the architecture, the
+preprocessing, the training pixel size and the receptive field from it.
 
     MODEL/
       model.keras    the Keras model (architecture + weights)
-      bundle.json    architecture description, RF in px and nm, training pixel size and
-                     normalisation, data summary, metrics, versions, backend, precision
+      bundle.json    architecture description, RF in px and nm (study convention, exact
+                     worst case, one-sided reach), training pixel size and normalisation,
+                     data summary, training settings, metrics, versions, backend
       history.csv    per-epoch training history of the kept run
+
+:func:`write_bundle` is the one place that lays the folder out; :func:`load_bundle` validates
+``bundle.json`` against the schema below and checks the architecture it describes against the
+saved model, so a bundle can never be used with the wrong tiling.
 """
 
 from __future__ import annotations
@@ -13,19 +19,49 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import keras
 
 from temtool import __version__
 from temtool.arch import Architecture
 from temtool.errors import TemtoolError
 
+__all__ = ["BUNDLE_FORMAT", "NORMALISATIONS", "Bundle", "write_bundle", "load_bundle", "remember_last_model"]
+
 BUNDLE_FORMAT = "temtool-bundle/1"
-NORMALISATION = "per_image_standardize"
+NORMALISATIONS = ("per_image_standardize",)
 
 
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (loaded on first use) and what inference needs to know."""
+
+    path: Path
+    arch: Architecture
+    pixel_size_nm: float | None
+    rf_px: int
+    exact_rf_px: int | None
+    reach_px: int  # one-sided reach of the exact field: the context a tile keeps
+    normalisation: str
+    regime: str | None
+    metadata: dict = field(repr=False)
+    _model: object = field(default=None, repr=False)
+
+    @property
+    def model(self):
+        """The Keras model (not compiled: for inference), checked against :attr:`arch`."""
+        if self._model is None:
+            self._model = _load_model(self.path, self.arch)
+        return self._model
+
+    @property
+    def rf_nm(self) -> float | None:
+        return self.rf_px * self.pixel_size_nm if self.pixel_size_nm else None
+
+
+# ------------------------------------------------------------------------------ writing
 def _history_csv(history: dict[str, list[float]]) -> str:
     keys = sorted(history)
     buf = io.StringIO()
@@ -37,57 +73,77 @@ def _history_csv(history: dict[str, list[float]]) -> str:
     return buf.getvalue()
 
 
-def save_bundle(
+def write_bundle(
     out: str | os.PathLike,
-    model: keras.Model,
-    metadata: dict,
+    model,
+    arch: Architecture,
+    *,
+    pixel_size_nm: float | None,
+    regime: str | None = None,
+    data: dict | None = None,
+    training: dict | None = None,
+    metrics: dict | None = None,
     history: dict[str, list[float]] | None = None,
-    overwrite: bool = True,
+    extra: dict | None = None,
 ) -> Path:
-    """Write a bundle atomically: into a temporary folder beside ``out``, then renamed."""
-    from temtool.receptive_field import exact_rf_px, theoretical_rf_px
+    """Write a bundle atomically (a temporary folder beside ``out``, then renamed).
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise TemtoolError(f"{out}: exists; choose another --out or pass --overwrite")
-    arch = Architecture.from_dict(metadata["architecture"])
-    px = metadata.get("pixel_size_nm")
+    The receptive fields (study convention, exact worst case and one-sided reach, measured by
+    the impulse probe and cached per architecture), parameter counts, versions and the
+    normalisation are added here, so every bundle has the same layout.
+    """
+    import keras
+
+    from temtool.arch import count_params, count_trainable_params
+    from temtool.data.io import atomic_dir
+    from temtool.receptive_field import exact_reach_px, exact_rf_px, reach_bound_px, theoretical_rf_px
+
     rf = theoretical_rf_px(arch)
+    try:
+        exact, reach = exact_rf_px(arch, 1 << 13), exact_reach_px(arch, 1 << 13)
+    except ValueError:  # too large to probe
+        exact, reach = None, reach_bound_px(arch)
     meta = {
         "format": BUNDLE_FORMAT,
         "temtool_version": __version__,
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
-        "normalisation": NORMALISATION,
+        "architecture": arch.to_dict(),
+        "params": count_params(model),
+        "trainable_params": count_trainable_params(model),
+        "pixel_size_nm": pixel_size_nm,
+        "regime": regime,
+        "normalisation": NORMALISATIONS[0],
         "rf_px": rf,
-        "rf_nm": rf * px if px else None,
-        **metadata,
+        "rf_nm": rf * pixel_size_nm if pixel_size_nm else None,
+        "exact_rf_px": exact,
+        "exact_reach_px": reach,
+        "data": data or {},
+        "training": training or {},
+        "metrics": metrics or {},
+        **(extra or {}),
     }
-    try:
-        meta["exact_rf_px"] = exact_rf_px(arch, max_probe_px=1 << 13)
-    except ValueError:
-        meta["exact_rf_px"] = None
-    from temtool.data.io import atomic_dir
-
     with atomic_dir(out) as tmp:
         model.save(tmp / "model.keras")
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2, default=float))
         if history:
             (tmp / "history.csv").write_text(_history_csv(history))
-    return out
+    return Path(out)
 
 
 def remember_last_model(path: str | os.PathLike) -> None:
     """Record a bundle as the most recent model (``segment`` uses it without ``--model``)."""
     from temtool.data.dataset import cache_dir
+    from temtool.data.io import atomic_write
 
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
-        (cache_dir() / "last_model.txt").write_text(str(Path(path).resolve()))
+        atomic_write(cache_dir() / "last_model.txt", lambda p: p.write_text(str(Path(path).resolve())))
     except OSError:
         pass
 
 
+# ------------------------------------------------------------------------------ reading
 def _bundle_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_file() and p.suffix == ".keras":
@@ -99,27 +155,80 @@ def _bundle_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def load_bundle_metadata(path: str | os.PathLike) -> dict:
-    """The bundle's metadata; clear errors for missing, corrupt or foreign files."""
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_schema(meta, where: Path) -> None:
+    """Types and ranges of the fields inference reads; one clear line for the first problem."""
+    if not isinstance(meta, dict):
+        raise TemtoolError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise TemtoolError(f"{where}: not a {BUNDLE_FORMAT} file (format is {meta.get('format')!r})")
+    checks = {
+        "architecture": (lambda v: isinstance(v, dict), "an object"),
+        "rf_px": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "pixel_size_nm": (lambda v: v is None or (_number(v) and v > 0), "a positive number or null"),
+        "exact_rf_px": (lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1 or null"),
+        "exact_reach_px": (lambda v: v is None or (isinstance(v, int) and v >= 0), "an integer or null"),
+        "normalisation": (lambda v: v in NORMALISATIONS, f"one of {', '.join(NORMALISATIONS)}"),
+        "regime": (lambda v: v is None or isinstance(v, str), "a string or null"),
+        "metrics": (lambda v: isinstance(v, dict), "an object"),
+    }
+    required = ("architecture", "rf_px", "normalisation")
+    for key, (ok, what) in checks.items():
+        if key not in meta:
+            if key in required:
+                raise TemtoolError(f"{where}: missing {key!r}; the bundle is incomplete")
+            continue
+        if not ok(meta[key]):
+            raise TemtoolError(f"{where}: {key!r} must be {what}, got {meta[key]!r:.60}")
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and validate a bundle; the model itself loads on first use of ``.model``.
+
+    Clear errors (naming the file) for a missing folder, a foreign or corrupt bundle.json, a
+    field of the wrong type, and (when the model loads) a model.keras whose architecture
+    differs from the description.
+    """
+    from temtool.arch import ArchitectureError
+
     p = _bundle_dir(path)
+    where = p / "bundle.json"
     try:
-        meta = json.loads((p / "bundle.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TemtoolError(f"{p / 'bundle.json'}: corrupt bundle metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        raise TemtoolError(f"{p / 'bundle.json'}: not a {BUNDLE_FORMAT} file")
+        meta = json.loads(where.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise TemtoolError(f"{where}: corrupt bundle metadata ({type(e).__name__}: {e})") from None
+    _check_schema(meta, where)
     try:
-        Architecture.from_dict(meta["architecture"])
-    except Exception as e:
-        raise TemtoolError(f"{p / 'bundle.json'}: bad architecture description ({e})") from None
-    meta["path"] = str(p)
-    return meta
+        arch = Architecture.from_dict(meta["architecture"])
+    except (ArchitectureError, TypeError, ValueError) as e:
+        raise TemtoolError(f"{where}: bad architecture description ({e})") from None
+    reach = meta.get("exact_reach_px")
+    if reach is None:  # bundles written before the reach was recorded
+        from temtool.receptive_field import exact_reach_px, reach_bound_px
+
+        try:
+            reach = exact_reach_px(arch, 1 << 13)
+        except ValueError:
+            reach = reach_bound_px(arch)
+    return Bundle(
+        path=p,
+        arch=arch,
+        pixel_size_nm=float(meta["pixel_size_nm"]) if meta.get("pixel_size_nm") else None,
+        rf_px=meta["rf_px"],
+        exact_rf_px=meta.get("exact_rf_px"),
+        reach_px=int(reach),
+        normalisation=meta["normalisation"],
+        regime=meta.get("regime"),
+        metadata=meta,
+    )
 
 
-def load_bundle(path: str | os.PathLike) -> tuple[keras.Model, dict]:
-    """Load the model (not compiled: for inference) and its metadata."""
-    meta = load_bundle_metadata(path)
-    p = Path(meta["path"])
+def _load_model(p: Path, arch: Architecture):
+    import keras
+
     try:
         model = keras.saving.load_model(p / "model.keras", compile=False)
     except Exception as e:
@@ -127,4 +236,13 @@ def load_bundle(path: str | os.PathLike) -> tuple[keras.Model, dict]:
             f"{p / 'model.keras'}: cannot load the model ({type(e).__name__}: {e}); "
             "the file may be corrupt or from an incompatible Keras"
         ) from None
-    return model, meta
+    try:
+        found = Architecture.of_model(model)
+    except ValueError as e:
+        raise TemtoolError(f"{p / 'model.keras'}: not a temtool residual UNet ({e})") from None
+    if found != arch:
+        raise TemtoolError(
+            f"{p / 'bundle.json'}: describes {arch.label()} but model.keras is {found.label()}; "
+            "the bundle was edited or mixed from two models: retrain, or restore the matching files"
+        )
+    return model

@@ -14,8 +14,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from temtool.arch import Architecture
-
 
 def _centre_gradients(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """|d (logit_1 - logit_0)[centre] / d x| per image, ``(N, H, W)``."""
@@ -72,26 +70,37 @@ def effective_rf(
 def effective_rf_for_bundle(
     model_path, data: str | None = None, n_images: int = 16, png: str | Path | None = None
 ) -> dict:
-    """Effective RF of a bundle over images of ``data`` (val, else test split), or of white
-    noise when no data are given. Writes the map as a PNG beside the bundle."""
+    """Effective RF of a bundle over images of ``data`` (val, else test split; resampled to
+    the bundle's pixel size when the dataset's differs by more than 10%), or of white noise
+    when no data are given. Writes the map as a PNG beside the bundle."""
     from temtool.bundle import load_bundle
     from temtool.data.dataset import load_dataset
+    from temtool.data.io import atomic_write
+    from temtool.segment import RESAMPLE_TOLERANCE, resample
 
-    model, meta = load_bundle(model_path)
-    arch = Architecture.from_dict(meta["architecture"])
+    bundle = load_bundle(model_path)
+    arch, px = bundle.arch, bundle.pixel_size_nm
     if data:
         ds = load_dataset(data)
         split = "val" if ds.splits.get("val") else "test" if ds.splits.get("test") else "train"
-        x, _ = ds.arrays(split)
-        x = x[:n_images]
-        source = f"{ds.path} ({split}, {len(x)} images)"
+        stems = ds.splits[split][:n_images]
+        images = [ds.images[s] for s in stems]
+        note = ""
+        if ds.pixel_size_nm and px and abs(ds.pixel_size_nm / px - 1) > RESAMPLE_TOLERANCE:
+            scale = ds.pixel_size_nm / px
+            images = [resample(im, (round(im.shape[0] * scale), round(im.shape[1] * scale))) for im in images]
+            note = f", resampled x{scale:.3g} to {px:g} nm/px"
+        h = min(im.shape[0] for im in images)
+        w = min(im.shape[1] for im in images)
+        x = np.stack([im[:h, :w] for im in images])[..., None]
+        source = f"{ds.path} ({split}, {len(x)} images{note})"
     else:
         size = max(128, arch.pool_product * 2)
         size = -(-size // arch.pool_product) * arch.pool_product
         x = np.random.default_rng(0).standard_normal((n_images, size, size, 1)).astype(np.float32)
         source = f"white noise ({n_images} images)"
-    gmap, radius = effective_rf(model, x, arch.pool_product)
-    png = Path(png) if png else Path(meta["path"]) / "effective_rf.png"
+    gmap, radius = effective_rf(bundle.model, x, arch.pool_product)
+    png = Path(png) if png else bundle.path / "effective_rf.png"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,11 +111,10 @@ def effective_rf_for_bundle(
     ax.add_patch(plt.Circle((gmap.shape[1] // 2, gmap.shape[0] // 2), radius, fill=False, color="c"))
     ax.set_title(f"effective RF: 95% within r = {radius:.0f} px")
     fig.colorbar(im, ax=ax, shrink=0.8)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(png)
-    px = meta.get("pixel_size_nm")
+    try:
+        atomic_write(png, lambda p: fig.savefig(p, dpi=80, format="png"))
+    finally:
+        plt.close(fig)
     return {
         "radius95_px": radius,
         "radius95_nm": radius * px if px else None,

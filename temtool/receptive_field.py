@@ -19,14 +19,20 @@ Three numbers answer "how much of the micrograph does one output pixel see?":
     whole extra coarse pixel (``p * j`` input px) rather than the ``(k - 1) * j`` the formula
     adds, and a fine pixel's deep (upsampled) field sits off-centre relative to its skip
     field, so their union is wider than either. With pools of 2 and 3x3 kernels the two
-    effects cancel and the numbers agree.
+    effects cancel at depths 1 and 2 (44 px at depth 2), but not from depth 3 (study 96 px,
+    exact 100 px): the formula is a convention, the probe is the measurement.
 
-``effective_rf`` (in :mod:`temtool.train`, needs a trained model)
+``exact_reach_px``
+    The largest one-sided reach of that field: the context a tile must keep (tiling in
+    :mod:`temtool.tiling`).
+
+``effective_rf`` (in :mod:`temtool.effective_rf`, needs a trained model)
     The gradient-based field of Luo et al. (2016): where the output actually looks.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -40,7 +46,10 @@ __all__ = [
     "rf_breakdown",
     "theoretical_rf_px",
     "exact_rf_px",
+    "exact_reach_px",
+    "reach_bound_px",
     "rf_recommendation",
+    "rf_report",
 ]
 
 
@@ -120,6 +129,39 @@ def exact_rf_px(arch: Architecture, max_probe_px: int = 1 << 16) -> int:
     for every output pixel, the full set of input pixels it depends on; the largest extent is
     returned. The dependence is separable along rows and columns, so only rows are probed.
     """
+    return _exact_extent(arch, max_probe_px)[0]
+
+
+def exact_reach_px(arch: Architecture, max_probe_px: int = 1 << 16) -> int:
+    """The largest one-sided reach of the exact field, in px: over all output pixels, how far
+    before or after itself the farthest input pixel that can change it lies.
+
+    The field is off-centre (nearest upsampling), so this can exceed half of
+    :func:`exact_rf_px`; it is the context a tile must keep around the pixels it predicts.
+    Measured with the same impulse probe as :func:`exact_rf_px`.
+    """
+    return _exact_extent(arch, max_probe_px)[1]
+
+
+def reach_bound_px(arch: Architecture) -> int:
+    """An upper bound on :func:`exact_reach_px` from the layer walk alone (no model built),
+    for fields too large to probe: every convolution reaches ``(k - 1) / 2 * j`` each way;
+    pooling by ``p`` and nearest upsampling by ``p`` shift by at most ``(p - 1) * j``."""
+    half = (arch.kernel_size - 1) // 2
+    j, reach = 1, 0
+    for p in arch.pools:
+        reach += 2 * half * j + (p - 1) * j
+        j *= p
+    reach += 2 * half * j
+    for p in reversed(arch.pools):
+        j //= p
+        reach += (p - 1) * j + 2 * half * j
+    return reach
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_extent(arch: Architecture, max_probe_px: int) -> tuple[int, int]:
+    """(exact RF, one-sided reach) in px; cached per architecture (frozen, hashable)."""
     from temtool.arch import build_resunet
 
     P = arch.pool_product
@@ -136,15 +178,16 @@ def exact_rf_px(arch: Architecture, max_probe_px: int = 1 << 16) -> int:
             break
         height *= 2
     centre = (height // 2) // P * P
-    best = 0
+    rf, reach = 0, 0
     for o in range(centre, centre + P):
         xs = []
         for phase, rows in enumerate(supports):
             q = rows[(rows - o) % P == 0]
             xs.append(centre + phase + o - q)
         xs = np.concatenate(xs)
-        best = max(best, int(xs.max() - xs.min() + 1))
-    return best
+        rf = max(rf, int(xs.max() - xs.min() + 1))
+        reach = max(reach, int(o - xs.min()), int(xs.max() - o))
+    return rf, reach
 
 
 def _impulse_supports(arch: Architecture, build, height: int):
@@ -206,3 +249,67 @@ def rf_recommendation(
             out.append((tuple(pools), rf, rf * pixel_size_nm))
     out.sort(key=lambda r: (r[1], math.prod(r[0])))
     return out
+
+
+def rf_report(
+    arch: Architecture | None = None,
+    model: str | None = None,
+    pixel_size_nm: float | None = None,
+    exact: bool = False,
+    effective: bool = False,
+    data: str | None = None,
+    cover_nm: float | None = None,
+    breakdown: bool = False,
+) -> dict:
+    """Everything ``temtool rf`` reports, as a dict: of ``arch``, or of the bundle ``model``
+    (its architecture and, unless ``pixel_size_nm`` is given, its pixel size).
+
+    ``exact`` adds the probe's worst-case field and one-sided reach; ``effective`` (needs
+    ``model``) the gradient field over ``data``; ``cover_nm`` the pool sequences of this depth
+    whose field covers that many nm; ``breakdown`` the layer-by-layer walk.
+    """
+    from temtool.arch import count_params, count_trainable_params
+    from temtool.errors import ParameterError, check_positive
+
+    check_positive("pixel_size_nm", pixel_size_nm)
+    if model is not None:
+        from temtool.bundle import load_bundle
+
+        bundle = load_bundle(model)
+        arch = bundle.arch
+        pixel_size_nm = pixel_size_nm or bundle.pixel_size_nm
+    elif effective:
+        raise ParameterError("effective", "needs model (a trained bundle)")
+    if arch is None:
+        raise ParameterError("arch", "give an architecture or a model bundle")
+    px = pixel_size_nm
+    rf = theoretical_rf_px(arch)
+    result: dict = {
+        "architecture": arch.to_dict(),
+        "params": count_params(arch),
+        "trainable_params": count_trainable_params(arch),
+        "pixel_size_nm": px,
+        "rf_px": rf,
+        "rf_nm": round(rf * px, 4) if px else None,
+        "rf_convention": "Sytwu et al. 2022 (cumulative-stride walk)",
+    }
+    if exact:
+        result["exact_rf_px"] = exact_rf_px(arch)
+        result["exact_rf_nm"] = round(result["exact_rf_px"] * px, 4) if px else None
+        result["exact_reach_px"] = exact_reach_px(arch)
+    if effective:
+        from temtool.effective_rf import effective_rf_for_bundle
+
+        result["effective"] = effective_rf_for_bundle(model, data=data)
+    if cover_nm is not None:
+        check_positive("cover_nm", cover_nm, allow_none=False)
+        if px is None:
+            raise ParameterError("cover_nm", "needs pixel_size_nm (nm per pixel) to convert nm to px")
+        result["cover_nm"] = cover_nm
+        result["recommendations"] = [
+            {"pools": list(p), "rf_px": r, "rf_nm": round(n, 3)}
+            for p, r, n in rf_recommendation(cover_nm, px, depth=arch.depth, kernel_size=arch.kernel_size)
+        ]
+    if breakdown:
+        result["breakdown"] = [vars(r) for r in rf_breakdown(arch)]
+    return result

@@ -1,23 +1,27 @@
 """Training the ResUNet: precision policy, on-the-fly dihedral augmentation, early stopping on
-validation hard Dice, repeats over seeds, and the self-describing model bundle.
+validation hard Dice, repeats over seeds, and writing the result as a model bundle
+(:mod:`temtool.bundle`).
 
 Only Keras APIs and ``keras.ops`` are used, so training runs on TensorFlow, JAX or PyTorch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from temtool.arch import Architecture, build_resunet
 from temtool.data.dataset import Dataset, load_dataset
-from temtool.errors import TemtoolError
+from temtool.errors import ParameterError, TemtoolError
 from temtool.metrics import LOSSES, DiceScore, make_loss
 
 __all__ = [
@@ -29,6 +33,9 @@ __all__ = [
     "resolve_precision",
     "fit",
     "train",
+    "metrics_from_runs",
+    "save_training",
+    "train_and_save",
     "PRECISIONS",
 ]
 
@@ -51,16 +58,24 @@ class TrainConfig:
     workers: int = 0  # threads preparing batches (0: in the training loop)
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise TemtoolError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise TemtoolError(f"--batch must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise TemtoolError(f"--lr must be > 0, got {self.lr}")
+        """:class:`~temtool.errors.ParameterError` naming the first bad field."""
+        for name in ("epochs", "batch_size", "steps_per_execution"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ParameterError(name, f"must be an integer >= 1, got {v}")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise ParameterError("patience", f"must be an integer >= 1, got {self.patience}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ParameterError("lr", f"must be a finite number > 0, got {self.lr}")
         if self.loss not in LOSSES:
-            raise TemtoolError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise ParameterError("loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
-            raise TemtoolError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ParameterError(
+                "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+
+    def with_seed(self, seed: int) -> TrainConfig:
+        return dataclasses.replace(self, seed=seed)
 
 
 @dataclass
@@ -128,14 +143,16 @@ def resolve_precision(precision: str = "auto") -> str:
 
 
 # ------------------------------------------------------------------------ augmentation
-def dihedral(x: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the 8 dihedral transforms of the image axes (-3, -2) of ``(..., H, W, C)``
-    or of ``(H, W)`` arrays (k in 0..7: 4 rotations, each optionally flipped)."""
-    axes = (-3, -2) if x.ndim >= 3 else (-2, -1)
-    y = np.rot90(x, k % 4, axes=axes)
-    if k >= 4:
-        y = np.flip(y, axis=axes[1])
-    return y
+def dihedral(x: np.ndarray, k: int, axes: tuple[int, int] | None = None, inverse: bool = False) -> np.ndarray:
+    """The k-th of the 8 dihedral transforms (k in 0..7: 4 rotations, each optionally
+    flipped), or its inverse, of the image ``axes``; by default (-3, -2) of ``(..., H, W, C)``
+    and (-2, -1) of ``(H, W)`` arrays."""
+    axes = axes or ((-3, -2) if x.ndim >= 3 else (-2, -1))
+    if not inverse:
+        y = np.rot90(x, k % 4, axes=axes)
+        return np.flip(y, axis=axes[1]) if k >= 4 else y
+    y = np.flip(x, axis=axes[1]) if k >= 4 else x
+    return np.rot90(y, -(k % 4), axes=axes)
 
 
 class DihedralFeeder(keras.utils.PyDataset):
@@ -172,7 +189,7 @@ class DihedralFeeder(keras.utils.PyDataset):
         for k in np.unique(ks):
             sel = ks == k
             xo[sel] = dihedral(xb[sel], int(k))
-            yo[sel] = dihedral(yb[sel][..., None], int(k))[..., 0]
+            yo[sel] = dihedral(yb[sel], int(k), axes=(-2, -1))
         return xo, yo
 
     def _order(self) -> np.ndarray:
@@ -315,16 +332,94 @@ def train(
     on_epoch: Callable | None = None,
     on_repeat: Callable | None = None,
 ) -> tuple[TrainResult, list[TrainResult], Dataset]:
-    """Train ``repeats`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...). Returns the best run, all
-    runs, and the dataset."""
-    if repeats < 1:
-        raise TemtoolError(f"--repeats must be >= 1, got {repeats}")
+    """Train ``repeats`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...). Returns the best run (by
+    validation hard Dice), all runs, and the dataset."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ParameterError("repeats", f"must be an integer >= 1, got {repeats}")
+    cfg.validate()
     ds = data if isinstance(data, Dataset) else load_dataset(data, pixel_size_nm=pixel_size_nm)
     runs = []
     for r in range(repeats):
-        c = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + r})
+        c = cfg.with_seed(cfg.seed + r)
         if on_repeat:
             on_repeat(r, c.seed)
         runs.append(fit(arch, ds, c, on_epoch=on_epoch))
     best = max(runs, key=lambda t: t.best_val_hard_dice)
     return best, runs, ds
+
+
+def metrics_from_runs(best: TrainResult, runs: list[TrainResult]) -> dict:
+    """The metrics a bundle records: the kept run, every seed, mean and sd over seeds."""
+    vals = np.array([r.best_val_hard_dice for r in runs])
+    return {
+        "val_hard_dice": best.best_val_hard_dice,
+        "best_epoch": best.best_epoch,
+        "epochs_run": best.epochs_run,
+        "train_time_s": sum(r.train_time_s for r in runs),
+        "images_per_s": float(np.mean([r.images_per_s for r in runs])),
+        "repeats": [
+            {
+                "seed": r.seed,
+                "val_hard_dice": r.best_val_hard_dice,
+                "val_soft_dice": max(r.history.get("val_soft_dice", [float("nan")])),
+                "best_epoch": r.best_epoch,
+                "epochs_run": r.epochs_run,
+                "images_per_s": r.images_per_s,
+            }
+            for r in runs
+        ],
+        "val_hard_dice_mean": float(vals.mean()),
+        "val_hard_dice_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+    }
+
+
+def save_training(
+    out: str | os.PathLike,
+    best: TrainResult,
+    runs: list[TrainResult],
+    ds: Dataset,
+    cfg: TrainConfig,
+    extra: dict | None = None,
+) -> Path:
+    """Write the bundle of a training (the best seed's model, every seed's metrics)."""
+    from temtool.bundle import write_bundle
+
+    return write_bundle(
+        out,
+        best.model,
+        best.arch,
+        pixel_size_nm=ds.pixel_size_nm,
+        regime=ds.regime,
+        data=ds.summary(),
+        training={**dataclasses.asdict(cfg), "precision_used": best.precision, "seed_kept": best.seed},
+        metrics=metrics_from_runs(best, runs),
+        history=best.history,
+        extra=extra,
+    )
+
+
+def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:
+    """``models/DATA-dDEPTH-pPOOLS-fFILTERS``."""
+    from temtool.data.dataset import dataset_name
+
+    return (
+        Path("models")
+        / f"{dataset_name(data)}-d{arch.depth}-p{'x'.join(map(str, arch.pools))}-f{arch.filters[0]}"
+    )
+
+
+def train_and_save(
+    arch: Architecture, data: str | Dataset, cfg: TrainConfig, out: str | os.PathLike | None = None, **kw
+) -> tuple[dict, list[TrainResult]]:
+    """``temtool train``: :func:`train` (``kw``: repeats, pixel_size_nm, on_epoch, on_repeat),
+    write the bundle (default :func:`default_bundle_path`), remember it as the latest model.
+    Returns the saved bundle's metadata and the runs."""
+    from temtool.bundle import load_bundle, remember_last_model
+    from temtool.data.io import check_writable
+
+    out = Path(out) if out else default_bundle_path(data if isinstance(data, str) else data.path, arch)
+    check_writable(out)  # before hours of training, not after
+    best, runs, ds = train(arch, data, cfg, **kw)
+    path = save_training(out, best, runs, ds, cfg)
+    remember_last_model(path)
+    return {**load_bundle(path).metadata, "path": str(path)}, runs

@@ -3,7 +3,7 @@
 A :class:`ResUNetHyperModel` translates hyperparameters into the shared
 :class:`~temtool.arch.Architecture`; only valid combinations are offered (the pool product
 divides the patch and leaves a bottleneck of at least ``min_bottleneck_px``; the parameter
-count stays under ``max_params``). Trials train with :func:`temtool.train.fit` (``repeats``
+count stays under ``max_params``). Trials train with :func:`temtool.train.train` (``repeats``
 seeds each) and record parameters, receptive field in px and nm, validation soft/hard Dice,
 epochs, time and speed. Results go to ``tuner_logs/<project>/``: KerasTuner's own state (so a
 re-run resumes and keeps finished trials), ``results.csv``/``results.json`` and the best
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -25,17 +26,20 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras_tuner as kt
 import numpy as np
 
-from temtool.arch import Architecture, count_params
+from temtool.arch import Architecture, ArchitectureError, build_resunet, count_params, parse_int_list
 from temtool.bundle import remember_last_model
-from temtool.data.dataset import Dataset, load_dataset
-from temtool.errors import TemtoolError
+from temtool.data.dataset import Dataset, dataset_name, load_dataset
+from temtool.data.io import atomic_dir, atomic_write, check_writable
+from temtool.errors import ParameterError, TemtoolError
 from temtool.receptive_field import theoretical_rf_px
-from temtool.train import TrainConfig, fit
+from temtool.train import TrainConfig, metrics_from_runs, save_training, train
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVE = "val_hard_dice"
@@ -53,6 +57,52 @@ class SearchSpace:
     losses: tuple[str, ...] = ()  # empty: fixed loss from the train config
     max_params: int | None = None
     min_bottleneck_px: int = 4
+
+    def __post_init__(self):
+        from temtool.metrics import LOSSES
+
+        for name in ("depths", "pools", "base_filters"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise ParameterError(name, f"must be positive integers, got {list(values)}")
+        if any(not (math.isfinite(v) and v > 0) for v in self.lrs):
+            raise ParameterError("lrs", f"must be finite numbers > 0, got {list(self.lrs)}")
+        bad = [v for v in self.losses if v not in LOSSES]
+        if bad:
+            raise ParameterError("losses", f"unknown loss {bad[0]!r}; choose from {', '.join(LOSSES)}")
+        if self.max_params is not None and self.max_params < 1:
+            raise ParameterError("max_params", f"must be >= 1, got {self.max_params}")
+
+    @classmethod
+    def parse(
+        cls,
+        depths: str = "2,3,4",
+        pools: str = "2,4,8",
+        base_filters: str = "4,8,16,32",
+        lrs: str | None = None,
+        losses: str | None = None,
+        max_params: int | None = None,
+    ) -> SearchSpace:
+        """A search space from comma-separated text, as typed on the command line."""
+
+        def ints(text, name):
+            try:
+                return parse_int_list(text, name)
+            except ArchitectureError as e:
+                raise ParameterError(name, str(e).split(": ", 1)[-1]) from None
+
+        try:
+            lr_values = tuple(float(v) for v in lrs.split(",")) if lrs else ()
+        except ValueError:
+            raise ParameterError("lrs", f"expected numbers such as 1e-3,1e-4, got {lrs!r}") from None
+        return cls(
+            depths=ints(depths, "depths"),
+            pools=ints(pools, "pools"),
+            base_filters=ints(base_filters, "base_filters"),
+            lrs=lr_values,
+            losses=tuple(v.strip() for v in losses.split(",")) if losses else (),
+            max_params=max_params,
+        )
 
     def pool_sequences(self, depth: int, patch_px: int) -> list[tuple[int, ...]]:
         out = []
@@ -78,59 +128,111 @@ def _seq_str(seq) -> str:
     return ",".join(map(str, seq))
 
 
-def make_hypermodel(space: SearchSpace, patch_px: int):
-    """A KerasTuner HyperModel whose ``build`` returns the ResUNet for the chosen
-    hyperparameters. ``arch_from_hp`` is the translation itself."""
-    import keras_tuner as kt
+class ResUNetHyperModel(kt.HyperModel):
+    """Translates hyperparameters into the shared :class:`~temtool.arch.Architecture` and
+    trains a trial with :func:`temtool.train.train` (``repeats`` seeds). Its state (search
+    space, data, training settings, callbacks) comes in through the constructor, as in
+    KerasTuner's custom-tuner guide."""
 
-    from temtool.arch import build_resunet
-
-    depths = space.valid_depths(patch_px)
-    if not depths:
-        raise TemtoolError(
-            f"no architecture in the search space fits {patch_px}x{patch_px} patches: every pool "
-            f"product must divide {patch_px} and leave at least {space.min_bottleneck_px} px "
-            "(use smaller --pools or --depths, or a larger --max-params)"
-        )
-
-    class ResUNetHyperModel(kt.HyperModel):
-        def declare(self, hp) -> Architecture:
-            depth = hp.Choice("depth", depths) if len(depths) > 1 else hp.Fixed("depth", depths[0])
-            with hp.conditional_scope("depth", [depth]):
-                pools = hp.Choice(
-                    f"pools_d{depth}", [_seq_str(s) for s in space.pool_sequences(depth, patch_px)]
-                )
-                filters = hp.Choice(f"filters_d{depth}", space.filter_choices(depth))
-            if space.lrs:
-                hp.Choice("lr", list(space.lrs))
-            if space.losses:
-                hp.Choice("loss", list(space.losses))
-            return Architecture.create(
-                depth=depth, pool=pools, filters=filters, kernel_size=space.kernel_size
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: Dataset,
+        train_cfg: TrainConfig,
+        repeats: int = 1,
+        on_trial: Callable | None = None,
+        on_epoch: Callable | None = None,
+        on_trial_start: Callable | None = None,
+    ):
+        super().__init__(name="resunet")
+        self.space, self.data, self.train_cfg, self.repeats = space, data, train_cfg, repeats
+        self.on_trial, self.on_epoch, self.on_trial_start = on_trial, on_epoch, on_trial_start
+        x_tr, _ = data.arrays("train")
+        self.patch_px = math.gcd(*x_tr.shape[1:3])
+        self.depths = space.valid_depths(self.patch_px)
+        if not self.depths:
+            raise TemtoolError(
+                f"no architecture in the search space fits {self.patch_px}x{self.patch_px} patches: "
+                f"every pool product must divide {self.patch_px} and leave at least "
+                f"{space.min_bottleneck_px} px (use smaller --pools or --depths, or a larger --max-params)"
             )
 
-        def build(self, hp):
-            return build_resunet(self.declare(hp))
+    def declare(self, hp) -> Architecture:
+        space, depths = self.space, self.depths
+        depth = hp.Choice("depth", depths) if len(depths) > 1 else hp.Fixed("depth", depths[0])
+        with hp.conditional_scope("depth", [depth]):
+            pools = hp.Choice(
+                f"pools_d{depth}", [_seq_str(s) for s in space.pool_sequences(depth, self.patch_px)]
+            )
+            filters = hp.Choice(f"filters_d{depth}", space.filter_choices(depth))
+        if space.lrs:
+            hp.Choice("lr", list(space.lrs))
+        if space.losses:
+            hp.Choice("loss", list(space.losses))
+        return Architecture.create(depth=depth, pool=pools, filters=filters, kernel_size=space.kernel_size)
 
-    return ResUNetHyperModel(), depths
+    def build(self, hp):
+        return build_resunet(self.declare(hp))
+
+    def n_combinations(self) -> int:
+        """Size of the grid (every depth, pool sequence, filters, lr and loss)."""
+        per_depth = sum(
+            len(self.space.pool_sequences(d, self.patch_px)) * len(self.space.filter_choices(d))
+            for d in self.depths
+        )
+        return per_depth * max(1, len(self.space.lrs)) * max(1, len(self.space.losses))
+
+    def run(self, hp, trial_id: str, trial_dir: Path) -> dict:
+        """Train one configuration (``repeats`` seeds), write its bundle and record."""
+        arch = arch_from_values(hp.values, self.space.kernel_size)
+        cfg = dataclasses.replace(
+            self.train_cfg,
+            epochs=int(hp.values.get("tuner/epochs", self.train_cfg.epochs)),
+            lr=float(hp.values.get("lr", self.train_cfg.lr)),
+            loss=hp.values.get("loss", self.train_cfg.loss),
+        )
+        if self.on_trial_start:
+            self.on_trial_start(trial_id, arch, cfg.epochs * self.repeats)
+        t0 = time.perf_counter()
+        best, runs, ds = train(arch, self.data, cfg, self.repeats, on_epoch=self.on_epoch)
+        metrics = metrics_from_runs(best, runs)
+        px, rf = ds.pixel_size_nm, theoretical_rf_px(arch)
+        record = {
+            "trial_id": trial_id,
+            "depth": arch.depth,
+            "pools": list(arch.pools),
+            "filters": list(arch.filters),
+            "params": count_params(best.model),
+            "rf_px": rf,
+            "rf_nm": rf * px if px else None,
+            "lr": cfg.lr,
+            "loss": cfg.loss,
+            "val_hard_dice_mean": metrics["val_hard_dice_mean"],
+            "val_hard_dice_std": metrics["val_hard_dice_std"],
+            "val_soft_dice_mean": float(np.mean([r["val_soft_dice"] for r in metrics["repeats"]])),
+            "epochs_run": int(np.mean([r.epochs_run for r in runs])),
+            "time_s": time.perf_counter() - t0,
+            "images_per_s": metrics["images_per_s"],
+            "repeats": metrics["repeats"],
+            "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "local"),
+        }
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        save_training(trial_dir / "bundle", best, runs, ds, cfg, extra={"trial": record})
+        atomic_write(trial_dir / "temtool_trial.json", lambda p: p.write_text(json.dumps(record, indent=1)))
+        if self.on_trial:
+            self.on_trial(record)
+        return record
 
 
 def arch_from_values(values: dict, kernel_size: int = 3) -> Architecture:
+    """The architecture of a trial's hyperparameter values."""
     d = int(values["depth"])
     return Architecture.create(
         depth=d, pool=values[f"pools_d{d}"], filters=values[f"filters_d{d}"], kernel_size=kernel_size
     )
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _tuner_class(kind: str):
-    import keras_tuner as kt
-
     base = {
         "grid": kt.GridSearch,
         "random": kt.RandomSearch,
@@ -139,83 +241,13 @@ def _tuner_class(kind: str):
     }[kind]
 
     class TemtoolTuner(base):
-        """Runs a trial as ``repeats`` temtool trainings and records temtool's results."""
+        """Runs a trial through the hypermodel (temtool's training), objective = mean val
+        hard Dice over the seeds."""
 
         def run_trial(self, trial, *args, **kwargs):
-            tt = self._temtool
-            hp = trial.hyperparameters
-            arch = arch_from_values(hp.values, tt["space"].kernel_size)
-            cfg = TrainConfig(**tt["train"].__dict__)
-            cfg.epochs = int(hp.values.get("tuner/epochs", cfg.epochs))
-            if "lr" in hp.values:
-                cfg.lr = float(hp.values["lr"])
-            if "loss" in hp.values:
-                cfg.loss = hp.values["loss"]
-            ds: Dataset = tt["data"]
-            runs = []
-            t0 = time.perf_counter()
-            best_run = None
-            for r in range(tt["repeats"]):
-                c = TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + r})
-                res = fit(arch, ds, c)
-                soft = max(res.history.get("val_soft_dice", [float("nan")]))
-                runs.append(
-                    {
-                        "seed": c.seed,
-                        "val_hard_dice": res.best_val_hard_dice,
-                        "val_soft_dice": soft,
-                        "epochs_run": res.epochs_run,
-                        "images_per_s": res.images_per_s,
-                    }
-                )
-                if best_run is None or res.best_val_hard_dice > best_run.best_val_hard_dice:
-                    best_run = res
-            dt = time.perf_counter() - t0
-            hard = np.array([r["val_hard_dice"] for r in runs])
-            px = ds.pixel_size_nm
-            rf = theoretical_rf_px(arch)
-            record = {
-                "trial_id": trial.trial_id,
-                "depth": arch.depth,
-                "pools": list(arch.pools),
-                "filters": list(arch.filters),
-                "params": count_params(best_run.model),
-                "rf_px": rf,
-                "rf_nm": rf * px if px else None,
-                "lr": cfg.lr,
-                "loss": cfg.loss,
-                "val_hard_dice_mean": float(hard.mean()),
-                "val_hard_dice_std": float(hard.std(ddof=1)) if len(hard) > 1 else 0.0,
-                "val_soft_dice_mean": float(np.mean([r["val_soft_dice"] for r in runs])),
-                "epochs_run": int(np.mean([r["epochs_run"] for r in runs])),
-                "time_s": dt,
-                "images_per_s": float(np.mean([r["images_per_s"] for r in runs])),
-                "repeats": runs,
-                "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "local"),
-            }
             trial_dir = Path(self.get_trial_dir(trial.trial_id))
-            trial_dir.mkdir(parents=True, exist_ok=True)
-            from temtool.bundle import save_bundle
-
-            save_bundle(
-                trial_dir / "bundle",
-                best_run.model,
-                {
-                    "architecture": arch.to_dict(),
-                    "params": record["params"],
-                    "pixel_size_nm": px,
-                    "regime": ds.regime,
-                    "data": ds.summary(),
-                    "training": {**cfg.__dict__, "precision_used": best_run.precision},
-                    "metrics": {"val_hard_dice": best_run.best_val_hard_dice, "trial": record},
-                },
-                history=best_run.history,
-            )
-            _atomic_text(trial_dir / "temtool_trial.json", json.dumps(record, indent=1))
-            if tt.get("on_trial"):
-                with contextlib.redirect_stdout(tt["stdout"]):
-                    tt["on_trial"](record)
-            return {OBJECTIVE: float(hard.mean())}
+            record = self.hypermodel.run(trial.hyperparameters, trial.trial_id, trial_dir)
+            return {OBJECTIVE: record["val_hard_dice_mean"]}
 
     return TemtoolTuner
 
@@ -249,6 +281,8 @@ def _repair_grid_order(oracle) -> None:
 
 @dataclass
 class TuneConfig:
+    """A search: the data, the tuner, the space, the training of each trial."""
+
     data: str = "sim:hrtem"
     tuner: str = "grid"
     max_trials: int | None = None
@@ -263,64 +297,118 @@ class TuneConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     pixel_size_nm: float | None = None
 
+    def validate(self) -> None:
+        if self.tuner not in TUNERS:
+            raise ParameterError("tuner", f"must be one of {', '.join(TUNERS)}, got {self.tuner!r}")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ParameterError("repeats", f"must be >= 1, got {self.repeats}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ParameterError("max_trials", f"must be >= 1, got {self.max_trials}")
+        self.train.validate()
+
+    def tuner_kwargs(self, hypermodel, project: str) -> dict:
+        """Arguments of the KerasTuner tuner (never overwriting: temtool resumes)."""
+        kw = dict(
+            hypermodel=hypermodel,
+            objective=kt.Objective(OBJECTIVE, direction="max"),
+            directory=self.directory,
+            project_name=project,
+            overwrite=False,
+            seed=self.seed,
+            max_consecutive_failed_trials=1,
+        )
+        if self.tuner == "hyperband":
+            kw["max_epochs"] = self.train.epochs
+        elif self.max_trials or self.tuner != "grid":
+            kw["max_trials"] = self.max_trials or 10
+        return kw
+
 
 def default_project(data: str) -> str:
-    name = data[4:] if data.startswith("sim:") else Path(data).name or "data"
-    return f"{name}-search"
+    return f"{dataset_name(data)}-search"
 
 
-def tune(cfg: TuneConfig, on_trial=None) -> dict:
-    """Run (or resume) a search; returns the results summary written to the project folder."""
-    import keras_tuner as kt
+def distributed_env(chief: str | None = None, worker: str | None = None, worker_id: int = 0) -> dict:
+    """KerasTuner's environment for a chief oracle at ``chief`` or a worker of the chief at
+    ``worker`` (both ``HOST:PORT``)."""
+    if chief and worker:
+        raise ParameterError("chief", "and worker exclude each other: run one process of each")
+    value = chief or worker
+    if not value:
+        return {}
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParameterError(
+            "chief" if chief else "worker", f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
+        )
+    if worker_id < 0:
+        raise ParameterError("worker_id", f"must be >= 0, got {worker_id}")
+    return {
+        "KERASTUNER_ORACLE_IP": host,
+        "KERASTUNER_ORACLE_PORT": port,
+        "KERASTUNER_TUNER_ID": "chief" if chief else f"tuner{worker_id}",
+    }
 
-    if cfg.tuner not in TUNERS:
-        raise TemtoolError(f"--tuner must be one of {', '.join(TUNERS)}, got {cfg.tuner!r}")
-    if cfg.repeats < 1:
-        raise TemtoolError(f"--repeats must be >= 1, got {cfg.repeats}")
-    cfg.train.validate()
+
+def tune(
+    cfg: TuneConfig,
+    on_trial: Callable | None = None,
+    on_epoch: Callable | None = None,
+    on_trial_start: Callable | None = None,
+    on_start: Callable | None = None,
+) -> dict:
+    """Run (or resume) a search; returns the results summary written to the project folder.
+
+    Callbacks: ``on_start(n_planned, n_done)``, ``on_trial_start(trial_id, arch, n_epochs)``,
+    ``on_epoch(epoch, logs, images_per_s)``, ``on_trial(record)``.
+    """
+    cfg.validate()
     ds = load_dataset(cfg.data, pixel_size_nm=cfg.pixel_size_nm)
-    x_tr, _ = ds.arrays("train")
-    h, w = x_tr.shape[1:3]
-    patch = math.gcd(h, w)
-    hypermodel, _ = make_hypermodel(cfg.space, patch)
     project = cfg.project or default_project(cfg.data)
     root = Path(cfg.directory) / project
-    if cfg.overwrite and root.exists() and os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief":
+    check_writable(root, "directory")
+    is_chief = os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief"
+    if cfg.overwrite and root.exists() and is_chief:
         shutil.rmtree(root)
-    kw = dict(
-        hypermodel=hypermodel,
-        objective=kt.Objective(OBJECTIVE, direction="max"),
-        directory=cfg.directory,
-        project_name=project,
-        overwrite=False,
-        seed=cfg.seed,
+    real_stdout = sys.stdout
+
+    def to_stdout(fn):  # KerasTuner's stdout is captured below; temtool's callbacks are not
+        if fn is None:
+            return None
+
+        def call(*a):
+            with contextlib.redirect_stdout(real_stdout):
+                fn(*a)
+
+        return call
+
+    hypermodel = ResUNetHyperModel(
+        cfg.space,
+        ds,
+        cfg.train,
+        cfg.repeats,
+        to_stdout(on_trial),
+        to_stdout(on_epoch),
+        to_stdout(on_trial_start),
     )
-    if cfg.tuner == "hyperband":
-        kw["max_epochs"] = cfg.train.epochs
-    else:
-        kw["max_trials"] = cfg.max_trials if cfg.max_trials else (None if cfg.tuner == "grid" else 10)
-    if cfg.tuner == "grid" and kw["max_trials"] is None:
-        kw.pop("max_trials")
-    kw["max_consecutive_failed_trials"] = 1
+    kw = cfg.tuner_kwargs(hypermodel, project)
     # KerasTuner prints to stdout (e.g. "Reloading Tuner from ..."); keep stdout for temtool's
     # own output (trial lines, tables, --json); TEMTOOL_TUNER_VERBOSE=1 shows its lines on stderr.
-    real_stdout = sys.stdout
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):
         tuner = _tuner_class(cfg.tuner)(**kw)
         _repair_grid_order(tuner.oracle)
-        tuner._temtool = {
-            "space": cfg.space,
-            "train": cfg.train,
-            "data": ds,
-            "repeats": cfg.repeats,
-            "on_trial": on_trial,
-            "stdout": real_stdout,
-        }
+        if on_start:
+            planned = hypermodel.n_combinations() if cfg.tuner == "grid" else kw.get("max_trials")
+            if cfg.max_trials and planned:
+                planned = min(planned, cfg.max_trials)
+            trials = getattr(tuner.oracle, "trials", None) or {}  # a worker's oracle is a client
+            done = sum(1 for t in trials.values() if t.status == "COMPLETED")
+            to_stdout(on_start)(planned, done)
         tuner.search(verbose=0)
     if os.environ.get("TEMTOOL_TUNER_VERBOSE"):
         sys.stderr.write(chatter.getvalue())
-    if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
+    if not is_chief:
         return {"project": str(root), "worker": os.environ.get("KERASTUNER_TUNER_ID")}
     return write_results(
         root,
@@ -330,7 +418,7 @@ def tune(cfg: TuneConfig, on_trial=None) -> dict:
             "pixel_size_nm": ds.pixel_size_nm,
             "regime": ds.regime,
             "repeats": cfg.repeats,
-            "train": cfg.train.__dict__,
+            "train": dataclasses.asdict(cfg.train),
         },
     )
 
@@ -374,7 +462,7 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
     if not rows:
         raise TemtoolError(f"{root}: no finished trials yet")
     summary = {"project": str(root), "n_trials": len(rows), **(meta or {}), "trials": rows}
-    _atomic_text(root / "results.json", json.dumps(summary, indent=1))
+    atomic_write(root / "results.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(RESULT_COLUMNS)
@@ -382,11 +470,9 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
         w.writerow(
             [",".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c) for c in RESULT_COLUMNS]
         )
-    _atomic_text(root / "results.csv", buf.getvalue())
+    atomic_write(root / "results.csv", lambda p: p.write_text(buf.getvalue()))
     best = root / f"trial_{rows[0]['trial_id']}" / "bundle"
     if best.is_dir():
-        from temtool.data.io import atomic_dir
-
         with atomic_dir(root / "best_model") as tmp:
             shutil.copytree(best, tmp, dirs_exist_ok=True)
         summary["best_model"] = str(root / "best_model")
@@ -438,8 +524,8 @@ def plot_dice_vs_rf(results: dict, png: str | os.PathLike) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     png = Path(png)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        atomic_write(png, lambda p: fig.savefig(p, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return png

@@ -8,59 +8,98 @@ from temtool.arch import Architecture, build_resunet
 from temtool.baselines import fourier_segment, otsu_segment
 from temtool.data.io import write_tiff
 from temtool.data.simulate import config_for, simulate_batch, simulate_image
+from temtool.errors import ParameterError
+from temtool.measure import measure_particles
 from temtool.metrics import binary_scores_np
-from temtool.predict import predict_proba
-from temtool.receptive_field import exact_rf_px
-from temtool.segment import Segmenter, measure_particles, plan_tiles
+from temtool.receptive_field import exact_reach_px, exact_rf_px, reach_bound_px
+from temtool.segment import Segmenter
+from temtool.tiling import TileGeometry, tile_origins
 
 
-def test_plan_tiles_cover_everything():
+def test_tile_origins_cover_everything():
     for length, tile, ov in [(1000, 256, 64), (256, 256, 64), (300, 128, 96)]:
-        starts = plan_tiles(length, tile, ov)
+        starts = tile_origins(length, tile, ov)
         cover = np.zeros(length, int)
         for s in starts:
             cover[s : s + tile] += 1
         assert cover.min() >= 1 and starts[-1] + tile == max(length, tile)
 
 
+def test_tile_weights_sum_to_one_between_neighbours():
+    g = TileGeometry.for_model(4, reach_px=10, max_tile_px=128)
+    canvas = 4 * 200
+    t = g.tile_px(canvas)
+    starts = tile_origins(canvas, t, g.overlap_px)
+    total = np.zeros(canvas, np.float32)
+    for s in starts:
+        total[s : s + t] += g.weights(t, s == 0, s + t == canvas)
+    assert len(starts) > 1
+    assert total.min() > 0.99  # every pixel is covered by weight that sums to ~1 or more
+
+
+def _model(pools, filters=2):
+    keras.utils.set_random_seed(0)
+    arch = Architecture.create(depth=len(pools.split(",")), pool=pools, filters=filters)
+    return arch, build_resunet(arch)
+
+
 @pytest.mark.jax
 @pytest.mark.parametrize("tta", [False, True])
-def test_tiled_prediction_has_no_seams(tta):
-    keras.utils.set_random_seed(0)
-    arch = Architecture.create(depth=2, pool="2,4", filters=2)
-    model = build_resunet(arch)
-    rf = exact_rf_px(arch)
+def test_tiled_prediction_equals_whole_image_everywhere(tta):
+    arch, model = _model("2,4")
+    seg = Segmenter(model, arch, exact_reach_px(arch), max_tile_px=128, tta=tta)
     img = np.random.default_rng(0).standard_normal((232, 200)).astype(np.float32)
-    seg = Segmenter(model, arch, rf, max_tile=128, tta=tta)
     tiled = seg.predict(img)
     assert seg.info["tiles"] > 4  # really tiled
-    if tta:
-        whole = np.mean(
-            [_whole_dihedral(model, arch, img, k) for k in range(8)],
-            axis=0,
-        )
-    else:
-        whole = predict_proba(model, img[None, ..., None], arch.pool_product)[0]
-    b = rf
-    assert np.abs(tiled - whole)[b:-b, b:-b].max() < 1e-4
+    whole = seg.predict_whole(img)
+    # everywhere, the border included
+    assert np.abs(tiled - whole).max() < 1e-4
 
 
-def _whole_dihedral(model, arch, img, k):
-    from temtool.train import dihedral
+def test_whole_image_reference_is_an_independent_computation():
+    """predict_whole is one model call on the reflect-padded image: check it against the model
+    called directly, so the tiling test compares with something that does not share its code."""
+    arch, model = _model("2,2")
+    seg = Segmenter(model, arch, exact_reach_px(arch))
+    img = np.random.default_rng(1).standard_normal((64, 80)).astype(np.float32)
+    m = seg.geometry.margin_px
+    padded = np.pad(img, ((m, m), (m, m)), mode="reflect")  # 64+2m, 80+2m: multiples of 4
+    logits = np.asarray(model.predict_on_batch(padded[None, ..., None]), np.float32)[0]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    direct = (e[..., 1] / e.sum(-1))[m : m + 64, m : m + 80]
+    assert np.abs(seg.predict_whole(img) - direct).max() < 1e-5
 
-    x = dihedral(img[None, ..., None], k)
-    p = predict_proba(model, x, arch.pool_product)[..., None]
-    if k >= 4:
-        p = np.flip(p, axis=-2)
-    return np.rot90(p, -(k % 4), axes=(-3, -2))[0, ..., 0]
+
+def test_margin_smaller_than_the_one_sided_reach_would_break_tiling():
+    """The field is off-centre: half the exact RF is not enough context for every pool
+    sequence, the one-sided reach is (and the tiles then equal the whole image)."""
+    found = []
+    for pools in ("2,2", "4,2", "2,4", "3,3", "8,2"):
+        arch = Architecture.create(depth=2, pool=pools, filters=1)
+        reach, half = exact_reach_px(arch), int(np.ceil(exact_rf_px(arch) / 2))
+        assert reach >= half
+        assert reach <= reach_bound_px(arch)
+        found.append(reach > half)
+    assert any(found)
 
 
-def test_overlap_below_half_rf_is_refused():
-    from temtool.errors import TemtoolError
-
+def test_overlap_below_the_reach_is_refused():
     arch = Architecture.create(depth=2, pool=2, filters=1)
-    with pytest.raises(TemtoolError, match="at least half"):
-        Segmenter(None, arch, 44, margin_px=10)
+    with pytest.raises(ParameterError, match="reach") as e:
+        Segmenter(None, arch, exact_reach_px(arch), margin_px=10)
+    assert e.value.param == "margin_px"
+
+
+def test_tile_count_stays_linear_for_any_margin():
+    """A context margin larger than the preferred tile must not shrink the stride to a few
+    pixels (that made a 256 px image take minutes)."""
+    for reach in (8, 200, 600, 2000):
+        g = TileGeometry.for_model(8, reach_px=reach, max_tile_px=256)
+        canvas = g.canvas(np.zeros((4096, 4096), np.float32)).shape[0]
+        t = g.tile_px(canvas)
+        n = len(tile_origins(canvas, t, g.overlap_px))
+        assert t - g.overlap_px >= g.overlap_px or n == 1
+        assert (n * t) ** 2 <= 9 * canvas**2  # pixels computed: a bounded multiple of the canvas
 
 
 def test_particle_counts_and_diameters_on_simulated_truth():
@@ -99,13 +138,10 @@ def test_fourier_baseline_finds_fringe_particles():
 
 @pytest.fixture
 def small_bundle(tmp_path):
-    from temtool.bundle import save_bundle
+    from temtool.bundle import write_bundle
 
-    keras.utils.set_random_seed(0)
-    arch = Architecture.create(depth=2, pool=2, filters=2)
-    model = build_resunet(arch)
-    meta = {"architecture": arch.to_dict(), "pixel_size_nm": 0.5}
-    return save_bundle(tmp_path / "m", model, meta)
+    arch, model = _model("2,2")
+    return write_bundle(tmp_path / "m", model, arch, pixel_size_nm=0.5)
 
 
 def test_cli_segment_outputs_and_partial_failure(run_cli, small_bundle, tmp_path):

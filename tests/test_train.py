@@ -41,12 +41,20 @@ def test_feeder_transforms_image_and_mask_together():
     y = (rng.random((10, 16, 16)) > 0.7).astype("uint8")
     x = (y * 2.0 - 1.0 + 0.01 * np.arange(16)[None, :, None]).astype("float32")[..., None]
     f = DihedralFeeder(x, y, batch_size=4, seed=1)
-    seen = set()
-    for i in range(len(f)):
-        xb, yb = f[i]
-        assert np.array_equal(xb[..., 0] > 0, yb.astype(bool))
-        seen |= {xi.tobytes() for xi in xb}
+    variants = {dihedral(xi, k).tobytes(): k for xi in x for k in range(8)}
+    seen, ks = set(), set()
     assert len(f) == 3
+    for _ in range(4):  # epochs
+        for i in range(len(f)):
+            xb, yb = f[i]
+            assert np.array_equal(xb[..., 0] > 0, yb.astype(bool))
+            for xi in xb:
+                assert xi.tobytes() in variants  # a dihedral transform of a training image
+                ks.add(variants[xi.tobytes()])
+                seen.add(xi.tobytes())
+        f.on_epoch_end()
+    assert len(seen) > len(x)  # images come back transformed differently across epochs
+    assert len(ks) >= 6  # and the transforms are drawn from the whole group
 
 
 def test_auto_precision_is_float32_on_cpu():
@@ -76,7 +84,17 @@ def test_train_evaluate_rf_end_to_end(run_cli, tiny_data, tmp_path):
     res = json.loads(stdout)
     assert res["n_images"] == 4 and len(res["per_image"]) == 4
     for who in ("model", "otsu"):
-        assert 0 <= res["mean"][who]["dice"] <= 1
+        per_image = [r[who]["dice"] for r in res["per_image"]]
+        assert res["mean"][who]["dice"] == pytest.approx(np.mean(per_image))
+    # the baseline's Dice, recomputed here from the mask and the baseline itself
+    from temtool.baselines import otsu_segment
+    from temtool.data.dataset import load_dataset
+
+    ds = load_dataset(tiny_data)
+    stem = res["per_image"][0]["image"]
+    truth, pred = ds.masks[stem].astype(bool), otsu_segment(ds.images[stem]).astype(bool)
+    dice = (2 * (truth & pred).sum() + 1) / (truth.sum() + pred.sum() + 1)  # Dice with smoothing 1
+    assert res["per_image"][0]["otsu"]["dice"] == pytest.approx(dice, abs=1e-6)
     assert res["mean"]["otsu"]["dice"] > 0.8  # the classical baseline works on standard TEM
     code, stdout, err = run_cli("rf", "--model", out, "--json")
     assert code == 0 and json.loads(stdout)["rf_px"] == 44
@@ -95,7 +113,57 @@ def test_bad_bundle_is_a_clear_error(run_cli, tmp_path):
         json.dumps({"format": "temtool-bundle/1", "architecture": Architecture().to_dict()})
     )
     code, _, err = run_cli("evaluate", bad)
+    assert code == 2 and "missing 'rf_px'" in err
+    meta = {
+        "format": "temtool-bundle/1",
+        "architecture": Architecture().to_dict(),
+        "rf_px": 44,
+        "normalisation": "per_image_standardize",
+    }
+    (bad / "bundle.json").write_text(json.dumps(meta))
+    code, _, err = run_cli("evaluate", bad)
     assert code == 2 and "cannot load the model" in err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pixel_size_nm": "abc"}, "'pixel_size_nm' must be a positive number"),
+        ({"pixel_size_nm": -1}, "'pixel_size_nm' must be a positive number"),
+        ({"rf_px": "44"}, "'rf_px' must be an integer"),
+        ({"architecture": [2, 2]}, "'architecture' must be an object"),
+        (
+            {"architecture": {"depth": "2", "pools": [2, 2], "filters": [4, 8, 16]}},
+            "depth must be an integer",
+        ),
+        ({"normalisation": "none"}, "'normalisation' must be one of"),
+    ],
+)
+def test_bundle_json_is_validated(tmp_path, change, message):
+    from temtool.bundle import load_bundle, write_bundle
+    from temtool.errors import TemtoolError
+
+    arch = Architecture.create(depth=2, pool=2, filters=2)
+    path = write_bundle(tmp_path / "m", build_resunet(arch), arch, pixel_size_nm=0.5)
+    meta = json.loads((path / "bundle.json").read_text())
+    (path / "bundle.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(TemtoolError, match=message):
+        load_bundle(path)
+
+
+def test_bundle_whose_architecture_disagrees_with_its_model_is_refused(tmp_path, run_cli):
+    from temtool.bundle import write_bundle
+
+    arch = Architecture.create(depth=2, pool=2, filters=2)
+    path = write_bundle(tmp_path / "m", build_resunet(arch), arch, pixel_size_nm=0.5)
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["architecture"]["pools"] = [4, 4]  # the tiling would use the wrong pool grid
+    (path / "bundle.json").write_text(json.dumps(meta))
+    img = tmp_path / "i.npy"
+    np.save(img, np.random.default_rng(0).standard_normal((64, 64)).astype("float32"))
+    code, _, err = run_cli("segment", img, "--model", path, "--out", tmp_path / "o")
+    assert code == 2 and "describes d2 p4,4" in err and "model.keras is d2 p2,2" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.jax

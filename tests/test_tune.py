@@ -70,7 +70,7 @@ def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkey
     def boom(*a, **k):
         raise AssertionError("a finished trial was trained again")
 
-    monkeypatch.setattr(tune_mod, "fit", boom)
+    monkeypatch.setattr(tune_mod, "train", boom)
     code, out, err = run_cli(*args)
     assert code == 0, err
     assert out, (out, err)
@@ -169,9 +169,10 @@ def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tm
         "--json",
     ]
     code, out, err = run_cli(*base, "--max-trials", 2)
-    assert code == 0, err and json.loads(out)["n_trials"] == 2
+    assert code == 0, err
+    assert json.loads(out)["n_trials"] == 2
 
-    real_fit, calls = tune_mod.fit, []
+    real_fit, calls = tune_mod.train, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -179,10 +180,10 @@ def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tm
             raise KeyboardInterrupt
         return real_fit(*a, **k)
 
-    monkeypatch.setattr(tune_mod, "fit", interrupted)
+    monkeypatch.setattr(tune_mod, "train", interrupted)
     code, out, err = run_cli(*base)
     assert code == 130  # Ctrl-C
-    monkeypatch.setattr(tune_mod, "fit", real_fit)
+    monkeypatch.setattr(tune_mod, "train", real_fit)
     code, out, err = run_cli(*base)
     assert code == 0, err
     res = json.loads(out)

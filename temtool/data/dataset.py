@@ -14,7 +14,9 @@ and cached under ``$TEMTOOL_CACHE`` (default ``~/.cache/temtool``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,11 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from temtool.data.io import IMAGE_SUFFIXES, atomic_dir, read_image, read_mask, write_png, write_tiff
-from temtool.errors import TemtoolError
+from temtool.errors import ParameterError, TemtoolError, check_positive
 
 __all__ = [
     "BUILTIN",
     "Dataset",
+    "dataset_name",
+    "split_stems",
+    "check_split",
     "cache_dir",
     "resolve_data",
     "load_dataset",
@@ -35,7 +40,7 @@ __all__ = [
     "write_simulated_dataset",
 ]
 
-# name -> (regime, number of images, size px, config overrides)
+# name -> {regime, n (images), size (px), overrides (simulation config), about}
 BUILTIN: dict[str, dict] = {
     "standard": {
         "regime": "standard",
@@ -55,19 +60,59 @@ BUILTIN: dict[str, dict] = {
         },
         "about": "HRTEM, 3 nm Au with lattice fringes at 0.04 nm/px, 128x128",
     },
-    "hrtem-lowamp": {
-        "regime": "hrtem",
-        "n": 120,
-        "size": 128,
-        "overrides": {
-            "pixel_size_nm": 0.04,
-            "diameter_nm": 3.0,
-            "particles_per_256px2": (4.0, 8.0),
-            "amplitude_scale": (0.2, 0.3),
-        },
-        "about": "HRTEM with minimal amplitude contrast (fringes must decide), 128x128",
-    },
 }
+BUILTIN["hrtem-lowamp"] = {
+    **BUILTIN["hrtem"],
+    "overrides": {**BUILTIN["hrtem"]["overrides"], "amplitude_scale": (0.2, 0.3)},
+    "about": "HRTEM with minimal amplitude contrast (fringes must decide), 128x128",
+}
+
+
+def dataset_name(spec: str | os.PathLike) -> str:
+    """A short name for a dataset: ``standard`` for ``sim:standard``, else the folder name."""
+    s = str(spec)
+    return s[4:] if s.startswith("sim:") else Path(s).name or "data"
+
+
+def check_split(split) -> tuple[float, float, float]:
+    """Three finite non-negative shares (train, val, test) with a positive sum, normalised."""
+    try:
+        fr = tuple(float(v) for v in split)
+    except (TypeError, ValueError):
+        fr = ()
+    if len(fr) != 3 or not all(math.isfinite(f) and f >= 0 for f in fr) or not sum(fr) > 0:
+        raise ParameterError(
+            "split", f"must be three finite non-negative shares such as 70,10,20, got {split!r:.60}"
+        )
+    total = sum(fr)
+    return (fr[0] / total, fr[1] / total, fr[2] / total)
+
+
+def split_stems(stems: list[str], split, seed: int | None = 0) -> dict[str, list[str]]:
+    """Split items into train/val/test by the given shares: shuffled with ``seed`` (None keeps
+    the order). With 2 or more items a positive val share gets at least one, with 3 or more a
+    positive test share too; train keeps at least one."""
+    fr = check_split(split)
+    items = list(stems)
+    if seed is not None:
+        items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
+    n = len(items)
+    n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
+    if n >= 2 and fr[1] > 0:
+        n_val = max(n_val, 1)
+    if n >= 3 and fr[2] > 0:
+        n_test = max(n_test, 1)
+    while n_val + n_test >= n and n_val + n_test > 0:  # keep one for training
+        if n_test >= n_val and n_test > 0:
+            n_test -= 1
+        else:
+            n_val -= 1
+    n_train = n - n_val - n_test
+    return {
+        "train": items[:n_train],
+        "val": items[n_train : n_train + n_val],
+        "test": items[n_train + n_val :],
+    }
 
 
 def cache_dir() -> Path:
@@ -80,19 +125,21 @@ def cache_dir() -> Path:
 
 
 def standardize(image: np.ndarray) -> np.ndarray:
-    """Per-image standardisation (mean 0, std 1), as in the study. float32."""
+    """Per-image (or per-micrograph) standardisation to mean 0, std 1, as in the study.
+    float32 (statistics accumulated in float64); a constant image becomes zeros."""
     x = np.asarray(image, np.float32)
-    s = float(x.std())
-    return (x - x.mean()) / (s if s > 0 else 1.0)
+    mean = float(x.mean(dtype=np.float64))
+    s = float(x.std(dtype=np.float64))
+    return ((x - mean) / (s if s > 0 else 1.0)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ writing
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise TemtoolError(f"{out_dir}: exists and is not a folder")
-        if any(out_dir.iterdir()) and not overwrite:
-            raise TemtoolError(f"{out_dir}: folder is not empty; choose another or pass --overwrite")
+    from temtool.data.io import check_writable
+
+    check_writable(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ParameterError("out_dir", f"{out_dir} is not empty; choose another or pass --overwrite")
 
 
 def write_simulated_dataset(
@@ -115,36 +162,41 @@ def write_simulated_dataset(
 
     out_dir = Path(out_dir)
     if n < 1:
-        raise TemtoolError(f"--n must be >= 1, got {n}")
+        raise ParameterError("n", f"must be >= 1, got {n}")
     if size < 16:
-        raise TemtoolError(f"--size must be >= 16 px, got {size}")
+        raise ParameterError("size", f"must be >= 16 px, got {size}")
+    check_split(split)
+    if regime not in ("standard", "hrtem"):
+        raise ParameterError("regime", f"must be 'standard' or 'hrtem', got {regime!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ParameterError("workers", f"must be >= 1, got {workers}")
     try:
         cfg = config_for(regime, **(overrides or {}))
     except ValueError as e:
-        raise TemtoolError(str(e)) from None
+        raise ParameterError("overrides", str(e)) from None
     _prepare_out_dir(out_dir, overwrite)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=overwrite) as tmp:
         for sub in ("images", "masks", "instances"):
             (tmp / sub).mkdir()
         records = []
-        for i, sim in enumerate(simulate_batch(cfg, n, size=size, seed=seed, workers=workers)):
-            stem = f"sim_{i:05d}"
-            write_tiff(tmp / "images" / f"{stem}.tif", sim.image, cfg.pixel_size_nm)
-            write_png(tmp / "masks" / f"{stem}.png", sim.mask)
-            write_png(tmp / "instances" / f"{stem}.png", sim.instances.astype(np.uint16))
-            records.append(
-                {
-                    "stem": stem,
-                    "params": sim.params,
-                    "particles": sim.particles,
-                    "counts_per_px": sim.counts_per_px,
-                }
-            )
-            if progress:
-                progress(i + 1)
+        sims = contextlib.closing(simulate_batch(cfg, n, size=size, seed=seed, workers=workers))
+        with sims as batch:  # closed (workers stopped) at once on any error or Ctrl-C
+            for i, sim in enumerate(batch):
+                stem = f"sim_{i:05d}"
+                write_tiff(tmp / "images" / f"{stem}.tif", sim.image, cfg.pixel_size_nm)
+                write_png(tmp / "masks" / f"{stem}.png", sim.mask)
+                write_png(tmp / "instances" / f"{stem}.png", sim.instances.astype(np.uint16))
+                records.append(
+                    {
+                        "stem": stem,
+                        "params": sim.params,
+                        "particles": sim.particles,
+                        "counts_per_px": sim.counts_per_px,
+                    }
+                )
+                if progress:
+                    progress(i + 1)
         stems = [r["stem"] for r in records]
-        n_train = int(round(split[0] * n))
-        n_val = int(round(split[1] * n))
         meta = {
             "name": out_dir.name,
             "source": "temtool simulate",
@@ -155,11 +207,7 @@ def write_simulated_dataset(
             "n_images": n,
             "seed": seed,
             "config": _jsonable(cfg.__dict__),
-            "splits": {
-                "train": stems[:n_train],
-                "val": stems[n_train : n_train + n_val],
-                "test": stems[n_train + n_val :],
-            },
+            "splits": split_stems(stems, split, seed=None),  # simulated images are i.i.d.
             "images": _jsonable(records),
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
@@ -327,6 +375,57 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _image_mask_files(path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Image and mask files of a dataset folder by stem; every image needs its mask."""
+    img_dir, mask_dir = path / "images", path / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise TemtoolError(f"{path}: no {d.name}/ folder; a dataset has images/ and masks/")
+    imgs, masks = _by_stem(img_dir), _by_stem(mask_dir)
+    if not imgs:
+        raise TemtoolError(f"{img_dir}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    missing = sorted(set(imgs) - set(masks))
+    if missing:
+        raise TemtoolError(f"{imgs[missing[0]]}: no mask with the same stem in {mask_dir}")
+    extra = sorted(set(masks) - set(imgs))
+    if extra:
+        raise TemtoolError(f"{masks[extra[0]]}: no image with the same stem in {img_dir}")
+    return imgs, masks
+
+
+def read_dataset_json(where: Path) -> dict:
+    """``dataset.json``, checked: an object whose ``pixel_size_nm`` is a positive number (or
+    null), ``regime`` a string (or null), and ``splits`` maps split names to lists of stems."""
+    try:
+        meta = json.loads(Path(where).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise TemtoolError(f"{where}: not a readable JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise TemtoolError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    px = meta.get("pixel_size_nm")
+    if px is not None and not (
+        isinstance(px, (int, float)) and not isinstance(px, bool) and math.isfinite(px) and px > 0
+    ):
+        raise TemtoolError(
+            f"{where}: 'pixel_size_nm' must be a positive number of nm or null, got {px!r:.40}"
+        )
+    if meta.get("regime") is not None and not isinstance(meta["regime"], str):
+        raise TemtoolError(f"{where}: 'regime' must be a string or null")
+    splits = meta.get("splits")
+    if splits is not None:
+        if not isinstance(splits, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in splits.values()
+        ):
+            raise TemtoolError(
+                f"{where}: 'splits' must map split names to lists of file stems, "
+                'e.g. {"train": ["a", "b"], "val": ["c"], "test": ["d"]}'
+            )
+        unknown = sorted(set(splits) - {"train", "val", "test"})
+        if unknown:
+            raise TemtoolError(f"{where}: unknown split {unknown[0]!r}; use train, val and test")
+    return meta
+
+
 def load_dataset(
     spec: str | os.PathLike,
     pixel_size_nm: float | None = None,
@@ -341,26 +440,10 @@ def load_dataset(
     :func:`memory_budget_bytes`, else streams them from disk (read per batch); pass True or
     False to force either.
     """
+    check_positive("pixel_size_nm", pixel_size_nm)
     path = resolve_data(spec)
-    img_dir, mask_dir = path / "images", path / "masks"
-    for d in (img_dir, mask_dir):
-        if not d.is_dir():
-            raise TemtoolError(f"{path}: no {d.name}/ folder; a dataset has images/ and masks/")
-    meta = {}
-    if (path / "dataset.json").is_file():
-        try:
-            meta = json.loads((path / "dataset.json").read_text())
-        except json.JSONDecodeError as e:
-            raise TemtoolError(f"{path / 'dataset.json'}: not valid JSON ({e})") from None
-    imgs, masks = _by_stem(img_dir), _by_stem(mask_dir)
-    if not imgs:
-        raise TemtoolError(f"{img_dir}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    missing = sorted(set(imgs) - set(masks))
-    if missing:
-        raise TemtoolError(f"{imgs[missing[0]]}: no mask with the same stem in {mask_dir}")
-    extra = sorted(set(masks) - set(imgs))
-    if extra:
-        raise TemtoolError(f"{masks[extra[0]]}: no image with the same stem in {img_dir}")
+    meta = read_dataset_json(path / "dataset.json") if (path / "dataset.json").exists() else {}
+    imgs, masks = _image_mask_files(path)
     ds = Dataset(
         path=path,
         pixel_size_nm=pixel_size_nm or meta.get("pixel_size_nm"),
@@ -385,18 +468,13 @@ def load_dataset(
 
     if in_memory is None:
         in_memory = sum(p.stat().st_size for p in imgs.values()) <= memory_budget_bytes()
-    sizes = set()
     if in_memory:
         for stem in imgs:
             mg, m = read_pair(stem)
-            if mg.pixel_size_nm:
-                sizes.add(round(mg.pixel_size_nm, 6))
             ds.images[stem] = mg.data if per_micrograph else standardize(mg.data)
             ds.masks[stem] = m
     else:
-        mg, _ = read_pair(next(iter(imgs)))  # fail early on an unreadable first pair
-        if mg.pixel_size_nm:
-            sizes.add(round(mg.pixel_size_nm, 6))
+        read_pair(next(iter(imgs)))  # fail early on an unreadable first pair
         ds.lazy = True
         ds.images = _LazyImages(imgs, read_x)
         ds.masks = _LazyImages(masks, read_mask)
@@ -407,15 +485,5 @@ def load_dataset(
             raise TemtoolError(f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image")
         ds.splits = {k: list(v) for k, v in splits.items()}
     else:
-        stems = sorted(imgs)
-        rng = np.random.default_rng(seed)
-        rng.shuffle(stems)
-        n = len(stems)
-        n_train = max(1, int(round(split[0] * n)))
-        n_val = max(1 if n > 1 else 0, int(round(split[1] * n)))
-        ds.splits = {
-            "train": stems[:n_train],
-            "val": stems[n_train : n_train + n_val],
-            "test": stems[n_train + n_val :],
-        }
+        ds.splits = split_stems(sorted(imgs), split, seed=seed)
     return ds

@@ -19,6 +19,8 @@ from temtool.errors import TemtoolError
 
 __all__ = [
     "atomic_dir",
+    "check_writable",
+    "clean_stale_temporaries",
     "Micrograph",
     "IMAGE_SUFFIXES",
     "read_image",
@@ -36,22 +38,59 @@ MICROSCOPY_SUFFIXES = {
     ".mrc": "mrc",
 }
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", *MICROSCOPY_SUFFIXES)
-_UNIT_NM = {
+_UNIT_NM = {  # keys as normalised by unit_to_nm
     "nm": 1.0,
     "nanometer": 1.0,
+    "nanometre": 1.0,
     "um": 1e3,
-    "µm": 1e3,
     "micron": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
     "a": 0.1,
-    "å": 0.1,
     "angstrom": 0.1,
     "m": 1e9,
+    "meter": 1e9,
+    "metre": 1e9,
     "pm": 1e-3,
 }
 
 
-def _read_microscopy(path: Path) -> tuple[np.ndarray, float | None]:
-    """DM3/DM4, SER, EMD and MRC through RosettaSciIO (the ``microscopy`` extra)."""
+def unit_to_nm(unit: str) -> float | None:
+    """nm per ``unit`` for the spellings real files use (``nm``, ``n_m``, ``µm``, ``um``,
+    ``Å``, ``angstrom``, ``m``, ...); None if it is not a length."""
+    u = str(unit).strip().lower().replace("_", "").replace(" ", "")
+    u = u.replace("\u00b5", "u").replace("µ", "u").replace("μ", "u").replace("å", "a")
+    if u.endswith("s") and len(u) > 3:  # nanometers, microns, angstroms
+        u = u[:-1]
+    return _UNIT_NM.get(u)
+
+
+def _axis_nm(ax: dict) -> float | None:
+    factor = unit_to_nm(ax.get("units", ""))
+    scale = ax.get("scale")
+    if factor is None or not isinstance(scale, (int, float)) or not scale > 0:
+        return None
+    return float(scale) * factor
+
+
+def _pick_frame(data: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
+    """One frame of a stack ``(N, H, W)``."""
+    n = data.shape[0]
+    if frame is None:
+        raise TemtoolError(
+            f"{path}: a stack of {n} frames of {data.shape[1]}x{data.shape[2]} px; choose one "
+            f"with --frame (0 to {n - 1})"
+        )
+    if not 0 <= frame < n:
+        raise TemtoolError(f"{path}: has {n} frames (0 to {n - 1}); --frame {frame} is not one of them")
+    return data[frame]
+
+
+def _read_microscopy(path: Path, frame: int | None = None) -> tuple[np.ndarray, float | None]:
+    """DM3/DM4, SER, EMD and MRC through RosettaSciIO (the ``microscopy`` extra): the first
+    image signal (a frame of it, for stacks) and its pixel size in nm. Pixels that are not
+    square are refused rather than silently treated as square."""
     import importlib
 
     module = MICROSCOPY_SUFFIXES[path.suffix.lower()]
@@ -65,15 +104,19 @@ def _read_microscopy(path: Path) -> tuple[np.ndarray, float | None]:
     signals = reader(str(path))
     for sig in signals:
         data = np.asarray(sig["data"])
-        if np.squeeze(data).ndim == 2:
-            axes = [a for a in sig.get("axes", []) if a.get("size", 2) > 1]
-            px = None
-            if axes:
-                ax = axes[-1]
-                unit = str(ax.get("units", "")).strip().lower()
-                if unit in _UNIT_NM and ax.get("scale"):
-                    px = float(ax["scale"]) * _UNIT_NM[unit]
-            return np.squeeze(data), px
+        axes = [a for a in sig.get("axes", []) if a.get("size", 2) > 1]
+        if np.squeeze(data).ndim not in (2, 3):
+            continue
+        data = np.squeeze(data)
+        if data.ndim == 3:
+            data = _pick_frame(data, path, frame)
+        scales = [_axis_nm(a) for a in axes[-2:]]
+        if len(scales) == 2 and None not in scales and abs(scales[0] / scales[1] - 1) > 0.01:
+            raise TemtoolError(
+                f"{path}: pixels are not square ({scales[0]:.4g} nm along y, {scales[1]:.4g} nm along x); "
+                "resample the image to square pixels first"
+            )
+        return data, (scales[-1] if scales else None)
     raise TemtoolError(f"{path}: holds no 2-D image (found {[np.shape(s['data']) for s in signals]})")
 
 
@@ -93,10 +136,9 @@ def _tiff_pixel_size_nm(tif) -> float | None:
         m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
         u = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
         if m:
-            unit = (u.group(1) if u else "µm").strip().lower()
-            return float(m.group(1)) * _UNIT_NM.get(unit, 1e3)
+            return float(m.group(1)) * (unit_to_nm(u.group(1) if u else "um") or 1e3)
     ij = tif.imagej_metadata or {}
-    unit = str(ij.get("unit", "")).strip().lower().replace("\\u00b5", "u").replace("µ", "u")
+    unit = str(ij.get("unit", "")).strip()
     tags = page.tags
     res = tags.get("XResolution")
     if res is None:
@@ -106,7 +148,8 @@ def _tiff_pixel_size_nm(tif) -> float | None:
         return None
     per_unit = den / num  # units per pixel
     if unit:
-        return per_unit * _UNIT_NM[unit] if unit in _UNIT_NM else None
+        factor = unit_to_nm(unit)
+        return per_unit * factor if factor else None
     resunit = tags.get("ResolutionUnit")
     code = int(resunit.value) if resunit is not None else 2
     if code == 3:  # centimetre
@@ -114,11 +157,11 @@ def _tiff_pixel_size_nm(tif) -> float | None:
     return None  # inch or none: not a physical calibration for micrographs
 
 
-def read_image(path: str | os.PathLike, channel: int | None = None) -> Micrograph:
+def read_image(path: str | os.PathLike, channel: int | None = None, frame: int | None = None) -> Micrograph:
     """Read a 2-D micrograph as float32.
 
     Greyscale files are read as they are; RGB(A) files whose colour channels are equal become
-    one channel; a truly coloured image needs ``channel``.
+    one channel; a truly coloured image needs ``channel``; a stack of frames needs ``frame``.
     """
     path = Path(path)
     if not path.is_file():
@@ -141,7 +184,7 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> Micrograp
         elif suffix == ".npy":
             data = np.load(path, allow_pickle=False)
         elif suffix in MICROSCOPY_SUFFIXES:
-            data, pixel_size = _read_microscopy(path)
+            data, pixel_size = _read_microscopy(path, frame)
         else:
             raise TemtoolError(
                 f"{path}: unknown image format {suffix!r}; temtool reads {', '.join(IMAGE_SUFFIXES)}"
@@ -152,18 +195,36 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> Micrograp
         raise TemtoolError(
             f"{path}: cannot read the file ({type(e).__name__}: {e}); is it corrupt or truncated?"
         ) from None
-    data = _to_2d(np.asarray(data), path, channel)
+    data = _to_2d(np.asarray(data), path, channel, frame)
+    if data.dtype.kind not in "biuf":
+        raise TemtoolError(f"{path}: holds {data.dtype} values, not pixel numbers")
+    if data.size == 0:
+        raise TemtoolError(f"{path}: the image is empty ({data.shape[0]}x{data.shape[1]})")
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = data.astype(np.float32, copy=False)  # check after the cast: float64 may overflow
     if not np.isfinite(data).all():
-        raise TemtoolError(f"{path}: contains NaN or Inf pixels; fix or remove them before use")
-    return Micrograph(data.astype(np.float32, copy=False), pixel_size, path)
+        raise TemtoolError(
+            f"{path}: contains NaN or Inf pixels, or values beyond float32 (about 3.4e38); "
+            "fix or remove them before use"
+        )
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        pixel_size = None  # a calibration that is no length (0, inf, NaN) is no calibration
+    return Micrograph(data, pixel_size, path)
 
 
-def _to_2d(data: np.ndarray, path: Path, channel: int | None) -> np.ndarray:
+def _to_2d(data: np.ndarray, path: Path, channel: int | None, frame: int | None = None) -> np.ndarray:
     data = np.squeeze(data)
     if data.ndim == 2:
         return data
+    if data.ndim == 3 and data.shape[-1] not in (3, 4):
+        return _pick_frame(data, path, frame)
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         if channel is not None:
+            if not 0 <= channel < data.shape[-1]:
+                raise TemtoolError(
+                    f"{path}: has {data.shape[-1]} channels (0 to {data.shape[-1] - 1}); "
+                    f"--channel {channel} is not one of them"
+                )
             return data[..., channel]
         rgb = data[..., :3]
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
@@ -237,25 +298,93 @@ def _split_stack(a: np.ndarray, path: Path, key: str) -> list[np.ndarray]:
     raise TemtoolError(f"{path}: '{key}' has shape {a.shape}; expected NHW, NCHW or NHWC")
 
 
-@contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike):
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` (renames), on
-    any error or interrupt it is removed, so ``out`` is never seen half-written."""
+def check_writable(out: str | os.PathLike, param: str = "out_dir") -> Path:
+    """Before any work: ``out`` must be a folder or not exist yet, and its nearest existing
+    parent writable, or a :class:`ParameterError` naming ``param`` says why."""
+    from temtool.errors import ParameterError
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if out.exists() and not out.is_dir():
+        raise ParameterError(param, f"{out} exists and is not a folder; choose another")
+    parent = out if out.exists() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParameterError(param, f"{out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError(param, f"{out}: no permission to write in {parent}")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders of earlier runs writing ``out`` whose process is gone
+    (killed with SIGKILL, power loss); returns what was removed."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = p.name[len(f".{out.name}.tmp-") :].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, replace: bool = True):
+    """Yield a temporary folder beside ``out``; on success it is renamed to ``out``, on any
+    error or interrupt it is removed, so ``out`` is never seen half-written.
+
+    ``replace=True`` swaps out an existing ``out``; ``replace=False`` refuses to, so if another
+    process filled ``out`` meanwhile, this result is not silently lost or mixed in: a
+    :class:`TemtoolError` says so. Temporary folders of dead earlier runs are removed first.
+    """
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        raise TemtoolError(f"{out}: cannot write here ({e.strerror or e})") from None
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; follow the umask like mkdir
     try:
         yield tmp
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if replace:
+            old = None
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+            os.replace(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, out)  # onto nothing or an empty folder only
+            except OSError:
+                raise TemtoolError(
+                    f"{out}: another process wrote this folder while this run was working; "
+                    "nothing of this run was kept (use another folder, or --overwrite)"
+                ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write) -> None:

@@ -18,17 +18,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from temtool.data.dataset import check_split, split_stems, standardize
 from temtool.data.io import (
     IMAGE_SUFFIXES,
     atomic_dir,
     binarize_mask,
+    check_writable,
     read_h5_stack,
     read_image,
     read_mask,
     write_png,
     write_tiff,
 )
-from temtool.errors import TemtoolError
+from temtool.errors import ParameterError, TemtoolError, check_positive
 
 __all__ = ["Pair", "find_pairs", "remove_xrays", "prepare"]
 
@@ -50,6 +52,20 @@ class Pair:
     source: str
 
 
+def _by_key(files: list[Path]) -> dict[str, Path]:
+    """Files by matching key; two files with one key (``s_0`` and ``S-0``) are refused."""
+    out: dict[str, Path] = {}
+    for p in files:
+        k = _key(p.stem)
+        if k in out:
+            raise TemtoolError(
+                f"{p}: matches the same name as {out[k].name} (case, '-', '_' and role words are "
+                "ignored when pairing images with masks); rename one of them"
+            )
+        out[k] = p
+    return out
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(
         p
@@ -67,26 +83,12 @@ def find_pairs(raw: str | os.PathLike, channel: int | None = None) -> list[Pair]
     h5s = [raw] if raw.is_file() and raw.suffix.lower() in (".h5", ".hdf5") else []
     if raw.is_dir():
         h5s = sorted(p for p in raw.iterdir() if p.suffix.lower() in (".h5", ".hdf5"))
-    pairs: list[Pair] = []
-    for h5 in h5s:
-        imgs, masks = read_h5_stack(h5)
-        if masks is None:
-            raise TemtoolError(f"{h5}: has images but no 'labels', 'maps' or 'masks' dataset")
-        for i, (im, m) in enumerate(zip(imgs, masks)):
-            pairs.append(
-                Pair(
-                    f"{h5.stem}_{i:04d}",
-                    _check_image(im, f"{h5}[{i}]"),
-                    binarize_mask(m, f"{h5}[labels {i}]"),
-                    None,
-                    f"{h5}[{i}]",
-                )
-            )
+    pairs = [pair for h5 in h5s for pair in _h5_pairs(h5)]
     if not raw.is_dir():
         return pairs
-    img_dir = raw / "images"
-    mask_dir = next((raw / n for n in ("masks", "labels") if (raw / n).is_dir()), None)
-    if not img_dir.is_dir() and not pairs:
+    if (raw / "images").is_dir():
+        return pairs + _folder_pairs(raw, channel)
+    if not pairs:
         if not any(raw.iterdir()):
             raise TemtoolError(
                 f"{raw}: folder is empty; put micrographs in {raw}/images and masks in {raw}/masks"
@@ -94,26 +96,48 @@ def find_pairs(raw: str | os.PathLike, channel: int | None = None) -> list[Pair]
         raise TemtoolError(
             f"{raw}: no images/ folder (and no HDF5 files); expected {raw}/images and {raw}/masks"
         )
-    if img_dir.is_dir():
-        if mask_dir is None:
-            raise TemtoolError(f"{raw}: no masks/ (or labels/) folder beside images/")
-        images = {_key(p.stem): p for p in _files(img_dir)}
-        masks = {_key(p.stem): p for p in _files(mask_dir)}
-        if not images:
-            raise TemtoolError(f"{img_dir}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-        for k in sorted(set(images) - set(masks)):
-            raise TemtoolError(f"{images[k]}: no matching mask in {mask_dir}")
-        for k in sorted(set(masks) - set(images)):
-            raise TemtoolError(f"{masks[k]}: no matching image in {img_dir}")
-        for k in sorted(images):
-            mg = read_image(images[k], channel=channel)
-            m = read_mask(masks[k], channel=0 if channel is None else channel)
-            if m.shape != mg.data.shape:
-                raise TemtoolError(
-                    f"{masks[k]}: mask is {m.shape[0]}x{m.shape[1]} but {images[k].name} is "
-                    f"{mg.data.shape[0]}x{mg.data.shape[1]}"
-                )
-            pairs.append(Pair(images[k].stem, mg.data, m, mg.pixel_size_nm, str(images[k])))
+    return pairs
+
+
+def _h5_pairs(h5: Path) -> list[Pair]:
+    imgs, masks = read_h5_stack(h5)
+    if masks is None:
+        raise TemtoolError(f"{h5}: has images but no 'labels', 'maps' or 'masks' dataset")
+    return [
+        Pair(
+            f"{h5.stem}_{i:04d}",
+            _check_image(im, f"{h5}[{i}]"),
+            binarize_mask(m, f"{h5}[labels {i}]"),
+            None,
+            f"{h5}[{i}]",
+        )
+        for i, (im, m) in enumerate(zip(imgs, masks))
+    ]
+
+
+def _folder_pairs(raw: Path, channel: int | None) -> list[Pair]:
+    img_dir = raw / "images"
+    mask_dir = next((raw / n for n in ("masks", "labels") if (raw / n).is_dir()), None)
+    if mask_dir is None:
+        raise TemtoolError(f"{raw}: no masks/ (or labels/) folder beside images/")
+    images = _by_key(_files(img_dir))
+    masks = _by_key(_files(mask_dir))
+    if not images:
+        raise TemtoolError(f"{img_dir}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    for k in sorted(set(images) - set(masks)):
+        raise TemtoolError(f"{images[k]}: no matching mask in {mask_dir}")
+    for k in sorted(set(masks) - set(images)):
+        raise TemtoolError(f"{masks[k]}: no matching image in {img_dir}")
+    pairs = []
+    for k in sorted(images):
+        mg = read_image(images[k], channel=channel)
+        m = read_mask(masks[k], channel=0 if channel is None else channel)
+        if m.shape != mg.data.shape:
+            raise TemtoolError(
+                f"{masks[k]}: mask is {m.shape[0]}x{m.shape[1]} but {images[k].name} is "
+                f"{mg.data.shape[0]}x{mg.data.shape[1]}"
+            )
+        pairs.append(Pair(images[k].stem, mg.data, m, mg.pixel_size_nm, str(images[k])))
     return pairs
 
 
@@ -149,9 +173,38 @@ def remove_xrays(image: np.ndarray, threshold: float = 8.0) -> tuple[np.ndarray,
     return out, n
 
 
-def _standardize(x: np.ndarray) -> np.ndarray:
-    s = float(x.std())
-    return ((x - x.mean()) / (s if s > 0 else 1.0)).astype(np.float32)
+def _common_pixel_size(pairs: list[Pair], pixel_size_nm: float | None) -> float | None:
+    """The one pixel size of all micrographs (``pixel_size_nm`` overrides); mixed sizes are
+    refused, naming two files that differ."""
+    if pixel_size_nm is not None:
+        return pixel_size_nm
+    first: dict[float, str] = {}
+    for p in pairs:
+        if p.pixel_size_nm:
+            first.setdefault(round(p.pixel_size_nm, 5), p.source)
+    if len(first) > 1:
+        (a, fa), (b, fb) = list(first.items())[:2]
+        raise TemtoolError(
+            f"mixed pixel sizes: {fa} is {a} nm/px but {fb} is {b} nm/px; prepare them "
+            "separately or pass --pixel-size to declare one size for all"
+        )
+    return next(iter(first), None)
+
+
+def _check_out_dir(raw: Path, out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output that is, holds or lies inside the raw data (``--overwrite`` would
+    delete it), and a non-empty folder without ``overwrite``."""
+    r, o = raw.resolve(), out_dir.resolve()
+    if o == r or o in r.parents or r in o.parents:
+        raise ParameterError(
+            "out_dir",
+            f"{out_dir} is or overlaps the raw folder {raw}; write the dataset to another folder",
+        )
+    check_writable(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ParameterError(
+            "out_dir", f"{out_dir} exists and is not empty; choose another folder or pass --overwrite"
+        )
 
 
 def prepare(
@@ -169,11 +222,13 @@ def prepare(
     """Run the study's preprocessing; writes the dataset atomically and returns its summary."""
     out_dir = Path(out_dir)
     if patch < 8:
-        raise TemtoolError(f"--patch must be >= 8 px, got {patch}")
-    if len(split) != 3 or any(f < 0 for f in split) or not sum(split) > 0:
-        raise TemtoolError(f"--split must be three non-negative numbers such as 70,10,20, got {split}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise TemtoolError(f"{out_dir}: exists and is not empty; choose another folder or pass --overwrite")
+        raise ParameterError("patch", f"must be >= 8 px, got {patch}")
+    if min_particle_px < 0:
+        raise ParameterError("min_particle_px", f"must be >= 0, got {min_particle_px}")
+    check_positive("xray_threshold", xray_threshold, allow_none=False)
+    check_positive("pixel_size_nm", pixel_size_nm)
+    check_split(split)
+    _check_out_dir(Path(raw), out_dir, overwrite)
     pairs = find_pairs(raw, channel=channel)
     if not pairs:
         raise TemtoolError(f"{raw}: no micrograph/mask pairs found")
@@ -183,38 +238,17 @@ def prepare(
                 f"{p.source}: micrograph is {p.image.shape[0]}x{p.image.shape[1]}, smaller than "
                 f"--patch {patch}; use a smaller --patch"
             )
-    sizes = {round(p.pixel_size_nm, 5) for p in pairs if p.pixel_size_nm}
-    if pixel_size_nm is None and len(sizes) > 1:
-        first = {}
-        for p in pairs:
-            if p.pixel_size_nm:
-                first.setdefault(round(p.pixel_size_nm, 5), p.source)
-        a, b = list(first.items())[:2]
-        raise TemtoolError(
-            f"mixed pixel sizes: {a[1]} is {a[0]} nm/px but {b[1]} is {b[0]} nm/px; prepare them "
-            "separately or pass --pixel-size to declare one size for all"
-        )
-    px = pixel_size_nm or (sizes.pop() if sizes else None)
+    px = _common_pixel_size(pairs, pixel_size_nm)
 
     # split by micrograph
-    fr = np.asarray(split, float) / float(sum(split))
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n = len(pairs)
-    n_test = int(round(fr[2] * n))
-    n_val = int(round(fr[1] * n))
-    if n >= 3:
-        n_test = max(n_test, 1 if fr[2] > 0 else 0)
-        n_val = max(n_val, 1 if fr[1] > 0 else 0)
-    n_train = n - n_val - n_test
-    split_of = {}
-    for rank, i in enumerate(order):
-        split_of[i] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    by_micrograph = split_stems(list(range(len(pairs))), split, seed=seed)
+    split_of = {i: name for name, items in by_micrograph.items() for i in items}
 
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     micro = {"train": 0, "val": 0, "test": 0}
     xrays_total, dropped, frac = 0, 0, []
     sources = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for i, p in enumerate(pairs):
@@ -222,7 +256,7 @@ def prepare(
             micro[s] += 1
             clean, nx = remove_xrays(p.image, xray_threshold)
             xrays_total += nx
-            img = _standardize(clean)
+            img = standardize(clean)
             h, w = img.shape
             for y in range(0, h - patch + 1, patch):
                 for x in range(0, w - patch + 1, patch):

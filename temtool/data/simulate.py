@@ -41,6 +41,7 @@ __all__ = [
     "HRTEMConfig",
     "SimulatedImage",
     "config_for",
+    "parse_overrides",
     "simulate_image",
     "simulate_batch",
     "wavelength_nm",
@@ -87,6 +88,9 @@ class _Common:
     mtf_sigma_px: Range = (0.6, 1.3)
     dose_e_per_A2: Range = (20.0, 400.0)  # drawn log-uniform
     pad_px: int = 64
+    au_inner_potential_v: Range = (22.0, 30.0)
+    focal_spread_nm: Range = (2.0, 5.0)  # chromatic: defocus spread
+    illumination_mrad: Range = (0.1, 0.3)  # beam convergence semi-angle
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,6 @@ class StandardConfig(_Common):
     regime: str = "standard"
     au_absorption_nm: Range = (10.0, 20.0)
     au_absorption_factor: Range = (0.6, 2.5)  # per particle (orientation-dependent)
-    au_inner_potential_v: Range = (22.0, 30.0)
     carbon_thickness_nm: Range = (10.0, 25.0)
     carbon_thickness_variation: Range = (0.03, 0.12)
     carbon_correlation_nm: float = 15.0
@@ -107,8 +110,6 @@ class StandardConfig(_Common):
     defocus_nm: Range = (-800.0, -50.0)
     cs_mm: Range = (1.0, 2.5)
     aperture_mrad: Range = (5.0, 15.0)
-    focal_spread_nm: Range = (2.0, 5.0)
-    illumination_mrad: Range = (0.1, 0.3)
     illumination_gradient: Range = (0.0, 0.08)
 
 
@@ -124,7 +125,6 @@ class HRTEMConfig(_Common):
     particles_per_256px2: Range = (0.25, 0.75)  # 1 to 3 per 512x512
     # state probabilities: on-zone [110], [100], [111]; one fringe set {111}, {200}; off-zone
     state_weights: tuple[float, ...] = (0.225, 0.1125, 0.1125, 0.1667, 0.0833, 0.30)
-    au_inner_potential_v: Range = (22.0, 30.0)
     lattice_strength: Range = (0.3, 0.7)
     debye_waller_A2: float = 0.6
     absorption_on_zone_nm: Range = (15.0, 50.0)
@@ -140,8 +140,6 @@ class HRTEMConfig(_Common):
     defocus_from_scherzer_nm: Range = (-30.0, 25.0)
     cs_corrected_um: Range = (-40.0, 10.0)
     defocus_corrected_nm: Range = (-10.0, 12.0)
-    focal_spread_nm: Range = (2.0, 5.0)
-    illumination_mrad: Range = (0.1, 0.3)
     aperture_mrad: Range = (18.0, 40.0)
     dose_e_per_A2: Range = (150.0, 2500.0)
     mtf_sigma_px: Range = (0.4, 1.0)
@@ -150,24 +148,108 @@ class HRTEMConfig(_Common):
 HRTEM_STATES = ("zone110", "zone100", "zone111", "fringes111", "fringes200", "off_zone")
 
 
+_SIGNED = {
+    "defocus_nm",
+    "defocus_from_scherzer_nm",
+    "defocus_corrected_nm",
+    "cs_corrected_um",
+    "outside_fraction_of_d",  # negative: centres kept inside the field
+}
+_MAY_BE_ZERO = {
+    "diameter_cv",
+    "particles_per_256px2",
+    "touching_distance",
+    "mtf_sigma_px",
+    "carbon_thickness_variation",
+    "carbon_phase_rad",
+    "illumination_gradient",
+    "lattice_strength",
+    "debye_waller_A2",
+    "focal_spread_nm",
+    "illumination_mrad",
+    "carbon_thickness_nm",
+    "au_inner_potential_v",
+    "carbon_inner_potential_v",
+    "pad_px",
+}
+_FRACTIONS = {"ellipse_fraction", "touching_fraction", "corrected_fraction"}
+
+
+def _coerce(k: str, v, default) -> tuple:
+    """An override in the shape of its field (a range, a tuple or a scalar) and as numbers;
+    returns (value, tuple of its numbers)."""
+    if isinstance(default, tuple) and k != "polygon_sides" and len(default) == 2:  # a range
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        if len(v) != 2:
+            raise ValueError(f"{k}: give one value or a range LO,HI, got {len(v)} values")
+    elif isinstance(default, tuple):  # state_weights, polygon_sides
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+        if k == "state_weights" and len(v) != len(default):
+            raise ValueError(f"{k}: needs {len(default)} weights ({', '.join(HRTEM_STATES)}), got {len(v)}")
+    values = v if isinstance(v, tuple) else (v,)
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in values):
+        raise ValueError(f"{k}: values must be finite numbers, got {v}")
+    if isinstance(default, int) or k == "polygon_sides":
+        if not all(float(x).is_integer() for x in values):
+            raise ValueError(f"{k}: must be an integer, got {v}")
+        values = tuple(int(x) for x in values)
+        v = values if isinstance(v, tuple) else values[0]
+    if isinstance(default, tuple) and k != "polygon_sides" and len(default) == 2 and v[0] > v[1]:
+        raise ValueError(f"{k}: range LO,HI must have LO <= HI, got {v[0]:g},{v[1]:g}")
+    return v, values
+
+
+def _check_value(k: str, v, default) -> object:
+    """One override, checked against the field's default (its type and shape) and its sign;
+    ``ValueError`` naming the parameter otherwise."""
+    v, values = _coerce(k, v, default)
+    problem = None
+    if k in _FRACTIONS and not all(0 <= x <= 1 for x in values):
+        problem = "a fraction between 0 and 1"
+    elif k == "polygon_sides" and min(values) < 3:
+        problem = "polygons need at least 3 sides"
+    elif k == "state_weights" and (min(values) < 0 or sum(values) <= 0):
+        problem = "weights must be >= 0 with a positive sum"
+    elif k in _MAY_BE_ZERO and min(values) < 0:
+        problem = "must be >= 0"
+    elif k not in _SIGNED | _MAY_BE_ZERO | _FRACTIONS | {"state_weights"} and min(values) <= 0:
+        problem = "must be > 0"
+    if problem:
+        raise ValueError(f"{k}: {problem}, got {v}")
+    return v
+
+
 def config_for(regime: str, **overrides) -> StandardConfig | HRTEMConfig:
     """The default config of a regime with some fields replaced (ranges or fixed values).
 
     A scalar given for a range field fixes it: ``config_for("hrtem", amplitude_scale=0.2)``.
+    Values are checked (type, range order, sign); ``ValueError`` names the parameter.
     """
     cls = {"standard": StandardConfig, "hrtem": HRTEMConfig}.get(regime)
     if cls is None:
         raise ValueError(f"unknown regime {regime!r}: choose 'standard' or 'hrtem'")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)} - {"regime"}
     clean = {}
     for k, v in overrides.items():
         if k not in fields:
             raise ValueError(f"unknown simulation parameter {k!r} for regime {regime!r}")
-        default = getattr(cls, k, None)
-        if isinstance(default, tuple) and len(default) == 2 and not isinstance(v, (tuple, list)):
-            v = (float(v), float(v))
-        clean[k] = tuple(v) if isinstance(v, list) else v
+        clean[k] = _check_value(k, v, getattr(cls, k))
     return cls(**clean)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["NAME=VALUE", "NAME=LO,HI"]`` (as typed after ``--set``) to config overrides."""
+    out: dict = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"{item!r}: expected NAME=VALUE or NAME=LO,HI")
+        try:
+            vals = [float(x) for x in v.split(",")]
+        except ValueError:
+            raise ValueError(f"{item!r}: values must be numbers") from None
+        out[k.strip()] = tuple(vals) if len(vals) > 1 else vals[0]
+    return out
 
 
 @dataclass
@@ -348,7 +430,7 @@ def _exit_wave(absorb: np.ndarray, phase: np.ndarray) -> np.ndarray:
     return psi
 
 
-def _form_image(rng, psi, cfg, params, px_nm, lam, field_slice):
+def _form_image(rng, psi, params, px_nm, lam, field_slice):
     h = _transfer(
         psi.shape,
         px_nm,
@@ -410,12 +492,20 @@ def _lattice_g(state: str, rot: float, a_nm: float) -> list[tuple[float, float, 
 _VG = {"111": 15.0, "200": 13.5, "220": 10.0}
 
 
-def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
+def _geometry(cfg, size: int) -> tuple[int, int, float, float, float]:
+    """Padding px, FFT field side px, pixel size nm, wavelength nm, interaction constant."""
     pad = cfg.pad_px
-    m = _fft_size(size + 2 * pad)
-    px = cfg.pixel_size_nm
-    lam = wavelength_nm(cfg.voltage_kv)
-    sigma = interaction_constant(cfg.voltage_kv)
+    return (
+        pad,
+        _fft_size(size + 2 * pad),
+        cfg.pixel_size_nm,
+        wavelength_nm(cfg.voltage_kv),
+        interaction_constant(cfg.voltage_kv),
+    )
+
+
+def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
+    pad, m, px, lam, sigma = _geometry(cfg, size)
     p = {
         "defocus_nm": _u(rng, cfg.defocus_nm),
         "cs_mm": _u(rng, cfg.cs_mm),
@@ -460,11 +550,7 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
 
 
 def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
-    pad = cfg.pad_px
-    m = _fft_size(size + 2 * pad)
-    px = cfg.pixel_size_nm
-    lam = wavelength_nm(cfg.voltage_kv)
-    sigma = interaction_constant(cfg.voltage_kv)
+    pad, m, px, lam, sigma = _geometry(cfg, size)
     corrected = bool(rng.random() < cfg.corrected_fraction)
     if corrected:
         cs_mm = _u(rng, cfg.cs_corrected_um) * 1e-3
@@ -536,7 +622,7 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
 
 def _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam) -> SimulatedImage:
     fs = (slice(pad, pad + size), slice(pad, pad + size))
-    img, counts = _form_image(rng, psi, cfg, p, cfg.pixel_size_nm, lam, fs)
+    img, counts = _form_image(rng, psi, p, cfg.pixel_size_nm, lam, fs)
     mask_f = mask[fs].astype(np.uint8)
     inst_f = inst[fs]
     present = set(np.unique(inst_f).tolist()) - {0}
@@ -582,8 +668,16 @@ def _worker(args):
     return simulate_image(cfg, size, ss)
 
 
-def simulate_batch(cfg, n: int, size: int = 512, seed: int = 0, workers: int = 1, progress=None):
-    """Yield ``n`` simulated images in order, using ``workers`` processes."""
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent, which stops them (no worker tracebacks)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def simulate_batch(cfg, n: int, size: int = 512, seed: int = 0, workers: int = 1):
+    """Yield ``n`` simulated images in order, using ``workers`` processes. On Ctrl-C (or any
+    error, or when the consumer stops early) the worker processes are terminated at once."""
     seeds = image_seeds(seed, n)
     jobs = [(cfg, size, s) for s in seeds]
     if workers <= 1:
@@ -593,5 +687,10 @@ def simulate_batch(cfg, n: int, size: int = 512, seed: int = 0, workers: int = 1
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers, initializer=_ignore_sigint)
+    try:
         yield from pool.imap(_worker, jobs, chunksize=max(1, min(8, n // (4 * workers) or 1)))
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()

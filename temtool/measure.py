@@ -1,0 +1,112 @@
+"""Particle measurements from a binary mask: touching particles split by a distance-transform
+watershed, then size and shape per particle, in nm where the pixel size is known, else in px
+(the column names say which)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["particle_columns", "measure_particles"]
+
+
+def particle_columns(unit: str) -> tuple[str, ...]:
+    """Columns of the particle table; lengths and areas in ``unit`` ("nm" or "px")."""
+    return (
+        "id",
+        f"area_{unit}2",
+        f"equivalent_diameter_{unit}",
+        "centroid_y_px",
+        "centroid_x_px",
+        f"major_axis_{unit}",
+        f"minor_axis_{unit}",
+        "eccentricity",
+        "touches_border",
+    )
+
+
+def _split_touching(mask: np.ndarray) -> np.ndarray:
+    """Instance labels ``(H, W)`` int32: connected components, each split at necks by a
+    watershed of its inverted distance transform from h-maxima markers (per component, on its
+    bounding box, so large sparse micrographs stay fast)."""
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    comp = label(mask)
+    labels = np.zeros(mask.shape, np.int32)
+    if comp.max() == 0:
+        return labels
+    boxes = ndi.find_objects(comp)
+    H, W = mask.shape
+
+    def pads(sl):  # background margin, except at the image border (as for the whole image)
+        return ((int(sl[0].start > 0), int(sl[0].stop < H)), (int(sl[1].start > 0), int(sl[1].stop < W)))
+
+    owns = [np.pad(comp[sl] == i, pads(sl)) for i, sl in enumerate(boxes, start=1)]
+    dists = [ndi.distance_transform_edt(own) for own in owns]
+    h = max(1.0, 0.05 * float(np.median([d.max() for d in dists])))
+    n = 0
+    for sl, own, dist in zip(boxes, owns, dists):
+        (t, b), (lft, r) = pads(sl)
+        crop = (slice(t, own.shape[0] - b), slice(lft, own.shape[1] - r))
+        markers = label(h_maxima(dist, h) & own)
+        sub = watershed(-dist, markers, mask=own)[crop] if markers.max() > 1 else own[crop].astype(np.int32)
+        inside = sub > 0
+        labels[sl][inside] = sub[inside] + n
+        n += int(sub.max())
+    return labels
+
+
+def measure_particles(
+    mask: np.ndarray, pixel_size_nm: float | None, min_area_px: int = 10
+) -> tuple[np.ndarray, list[dict]]:
+    """Split touching particles and measure each.
+
+    Parameters
+    ----------
+    mask : (H, W) array
+        Particle pixels non-zero.
+    pixel_size_nm : float or None
+        nm per pixel; None gives lengths in px (columns named ``..._px``).
+    min_area_px : int
+        Objects smaller than this are dropped (from the labels too).
+
+    Returns
+    -------
+    labels : (H, W) int32
+        Instance ids 1..n, the same ids as the rows.
+    rows : list of dict
+        One per particle, keys :func:`particle_columns`.
+    """
+    from skimage.measure import regionprops
+    from skimage.morphology import remove_small_holes
+
+    # fill pinholes only: a ring of touching particles must not become one filled blob
+    m = remove_small_holes(np.asarray(mask, bool), max_size=64)
+    labels = _split_touching(m)
+    unit = "nm" if pixel_size_nm else "px"
+    s = float(pixel_size_nm or 1.0)
+    H, W = m.shape
+    renumber = np.zeros(int(labels.max()) + 1, np.int32)  # dropped objects -> 0
+    rows = []
+    for r in regionprops(labels):
+        if r.area < min_area_px:
+            continue
+        y0, x0, y1, x1 = r.bbox
+        rid = len(rows) + 1
+        renumber[r.label] = rid
+        rows.append(
+            {
+                "id": rid,
+                f"area_{unit}2": float(r.area) * s * s,
+                f"equivalent_diameter_{unit}": float(r.equivalent_diameter_area) * s,
+                "centroid_y_px": float(r.centroid[0]),
+                "centroid_x_px": float(r.centroid[1]),
+                f"major_axis_{unit}": float(r.axis_major_length) * s,
+                f"minor_axis_{unit}": float(r.axis_minor_length) * s,
+                "eccentricity": float(r.eccentricity),
+                "touches_border": bool(y0 == 0 or x0 == 0 or y1 == H or x1 == W),
+            }
+        )
+    return renumber[labels], rows

@@ -1,0 +1,167 @@
+"""Tiled inference that equals one whole-image pass, for images of any size.
+
+The *canvas* of an image is the image reflect-padded by a context margin ``m`` on every side
+(and on the bottom and right up to a multiple of the pool product ``P``); the prediction of
+an image is the network's output on its canvas, cropped back. :func:`predict_tiled` computes
+exactly that, tile by tile, with bounded memory:
+
+- ``m`` is at least the model's one-sided reach (:func:`temtool.receptive_field.exact_reach_px`),
+  rounded up to a multiple of ``P``, so an output pixel at least ``m`` px inside a tile sees
+  its whole receptive field inside the tile;
+- tile origins and sizes are multiples of ``P``, so pooling grids line up with the canvas;
+- a tile's weight is 0 within ``m`` px of an edge it shares with a neighbour, then rises over
+  ``b`` px (raised cosine) to 1; where a tile edge is the canvas edge there is nothing to wait
+  for (the canvas has the same edge), so the weight is 1 up to it.
+
+Every blended pixel is therefore an average of values that each equal the whole-canvas
+output, at the image border too (tested). Tile sizes grow with the margin (at least twice the
+overlap), so the number of tiles stays linear in the image area for any receptive field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TileGeometry", "tile_origins", "predict_tiled", "predict_whole"]
+
+
+def _round_up(n: float, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Origins of tiles of ``tile`` px covering ``[0, length)``, consecutive tiles sharing at
+    least ``overlap`` px; the last tile ends at ``length``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    if stride < 1:
+        raise ValueError(f"tile {tile} px must exceed the overlap {overlap} px")
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """How a model's input is cut into tiles.
+
+    ``margin_px`` (multiple of ``pool_product``) is the context each tile keeps at weight 0;
+    ``blend_px`` the raised-cosine ramp; ``max_tile_px`` the preferred largest tile side (it
+    grows when the margin needs it).
+    """
+
+    pool_product: int
+    margin_px: int
+    blend_px: int
+    max_tile_px: int = 1024
+
+    @classmethod
+    def for_model(
+        cls, pool_product: int, reach_px: int, margin_px: int | None = None, max_tile_px: int = 1024
+    ) -> TileGeometry:
+        """Geometry for a model whose one-sided reach is ``reach_px``; ``margin_px`` may enlarge
+        the context (never shrink it below the reach)."""
+        P = int(pool_product)
+        m = _round_up(max(int(reach_px), int(margin_px or 0), 1), P)
+        b = max(P, _round_up(16, P))
+        return cls(P, m, b, int(max_tile_px))
+
+    @property
+    def overlap_px(self) -> int:
+        return 2 * self.margin_px + self.blend_px
+
+    def canvas(self, image: np.ndarray) -> np.ndarray:
+        """The image reflect-padded by the margin, and to multiples of the pool product."""
+        h, w = image.shape
+        m, P = self.margin_px, self.pool_product
+        H, W = _round_up(h + 2 * m, P), _round_up(w + 2 * m, P)
+        return _reflect_pad(np.asarray(image, np.float32), (m, H - h - m), (m, W - w - m))
+
+    def crop(self, canvas_values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        m = self.margin_px
+        return canvas_values[m : m + shape[0], m : m + shape[1]]
+
+    def tile_px(self, length: int) -> int:
+        """Tile side for a canvas side of ``length`` px (a multiple of the pool product): the
+        fewest pixels computed, with a stride of at least the overlap (so any margin costs a
+        bounded factor) and, where possible, at most ``max_tile_px``."""
+        P, ov = self.pool_product, self.overlap_px
+        lo = _round_up(ov + max(ov, P), P)
+        hi = max(self.max_tile_px, lo)
+        if length <= hi:
+            return length
+        best = None
+        for n in range(2, length // max(1, lo - ov) + 3):
+            t = max(lo, _round_up((length + (n - 1) * ov) / n, P))
+            if t <= hi:
+                count = math.ceil((length - t) / (t - ov)) + 1
+                if best is None or count * t < best[0]:
+                    best = (count * t, t)
+            if t == lo:
+                break
+        return best[1] if best else lo
+
+    def weights(self, tile: int, first: bool, last: bool) -> np.ndarray:
+        """1-D blending weight of a tile; ``first``/``last``: that edge is the canvas edge."""
+        m, b = self.margin_px, self.blend_px
+        w = np.ones(tile, np.float32)
+        r = (0.5 - 0.5 * np.cos(np.pi * (np.arange(b, dtype=np.float32) + 0.5) / b)).astype(np.float32)
+        if not first:
+            w[:m] = 0
+            w[m : m + b] = r
+        if not last:
+            w[tile - m - b : tile - m] = r[::-1]
+            w[tile - m :] = 0
+        return w
+
+
+def _reflect_pad(x: np.ndarray, py: tuple[int, int], px: tuple[int, int]) -> np.ndarray:
+    """Reflect padding of any width (repeated reflection for pads wider than the image)."""
+    if min(x.shape) < 2:
+        return np.pad(x, (py, px), mode="edge")
+    return np.pad(x, (py, px), mode="reflect")
+
+
+Forward = Callable[[np.ndarray], np.ndarray]  # (N, h, w) float32 -> (N, h, w) probabilities
+
+
+def predict_whole(forward: Forward, image: np.ndarray, geometry: TileGeometry) -> np.ndarray:
+    """The reference: one pass over the whole canvas, cropped. ``(H, W)`` float32."""
+    canvas = geometry.canvas(image)
+    return geometry.crop(forward(canvas[None])[0], image.shape)
+
+
+def predict_tiled(
+    forward: Forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
+) -> tuple[np.ndarray, dict]:
+    """:func:`predict_whole`, computed tile by tile. Returns ``(H, W)`` float32 and a summary
+    of the tiling (tile size, number of tiles, margin, overlap)."""
+    canvas = geometry.canvas(image)
+    H, W = canvas.shape
+    ty, tx = geometry.tile_px(H), geometry.tile_px(W)
+    ov = geometry.overlap_px
+    ys, xs = tile_origins(H, ty, ov), tile_origins(W, tx, ov)
+    wy = {y: geometry.weights(ty, y == 0, y + ty == H) for y in ys}
+    wx = {x: geometry.weights(tx, x == 0, x + tx == W) for x in xs}
+    acc = np.zeros((H, W), np.float32)
+    norm = np.zeros((H, W), np.float32)
+    coords = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(coords), max(1, batch_size)):
+        chunk = coords[i : i + batch_size]
+        probs = forward(np.stack([canvas[y : y + ty, x : x + tx] for y, x in chunk]))
+        for (y, x), p in zip(chunk, probs):
+            w2 = np.outer(wy[y], wx[x])
+            acc[y : y + ty, x : x + tx] += p * w2
+            norm[y : y + ty, x : x + tx] += w2
+    info = {
+        "tile_px": [ty, tx],
+        "tiles": len(coords),
+        "margin_px": geometry.margin_px,
+        "overlap_px": ov,
+    }
+    return geometry.crop(acc / np.maximum(norm, 1e-12), image.shape), info
