@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import keras
 
+from temtool.errors import ArchitectureError
+
 __all__ = [
     "ArchitectureError",
     "Architecture",
@@ -24,10 +26,6 @@ __all__ = [
     "count_params",
     "parse_int_list",
 ]
-
-
-class ArchitectureError(ValueError):
-    """An architecture description that cannot be built."""
 
 
 def parse_int_list(text: str | int | Sequence[int], option: str = "value") -> tuple[int, ...]:

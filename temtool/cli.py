@@ -180,6 +180,7 @@ def simulate(
     """Simulate TEM micrographs with exact masks (standard TEM or HRTEM)."""
     from temtool.data.dataset import write_simulated_dataset
     from temtool.data.simulate import parse_overrides
+    from temtool.errors import check_positive
     from temtool.report import Progress, console, simulated_summary
 
     _state["flags"] = {"n": "--n", "size": "--size", "workers": "--workers", "regime": "--regime"}
@@ -187,7 +188,7 @@ def simulate(
         overrides = parse_overrides(set_ or [])
     except ValueError as e:
         raise TemtoolError(f"--set {e}") from None
-    if pixel_size is not None:
+    if check_positive("pixel_size_nm", pixel_size) is not None:
         overrides["pixel_size_nm"] = pixel_size
     t0 = time.perf_counter()
     with Progress() as bar:
@@ -450,32 +451,38 @@ def _flag_names(e: ParameterError) -> str:
     return f"{flag(e.param)} {problem}"
 
 
+def _click_error(e: Exception) -> str | None:
+    """The kind of a Click/Typer exception by class name (Typer may vendor its own Click):
+    "usage", "abort", or None for anything else."""
+    names = {c.__name__ for c in type(e).__mro__}
+    for name, kind in (("UsageError", "usage"), ("Abort", "abort")):
+        if name in names:
+            return kind
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``temtool`` console script: one line and exit code 2 for bad input
     (a traceback only with ``--debug``), exit code 130 on Ctrl-C."""
-    import click
-
-    from temtool.arch import ArchitectureError
-
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
     try:
         code = app(args=args, prog_name="temtool", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help())
-        sys.exit(0)
-    except click.UsageError as e:
-        hint = f" (see 'temtool {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else ""
-        _error(f"{e.format_message()}{hint}")
-        sys.exit(2)
-    except (TemtoolError, ArchitectureError) as e:
+    except TemtoolError as e:
         if _state["debug"]:
             raise
-        if isinstance(e, ParameterError):
-            _error(_flag_names(e))
-        else:
-            _error(str(e))
+        _error(_flag_names(e) if isinstance(e, ParameterError) else str(e))
         sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:
+        kind = _click_error(e)
+        if kind == "usage":
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see 'temtool {ctx.info_name} --help')" if ctx and ctx.parent else ""
+            _error(f"{e.format_message()}{hint}")
+            sys.exit(2)
+        if kind != "abort":
+            raise
         code = 130
     if code == 130:  # Ctrl-C (Typer turns it into exit code 130)
         from temtool.report import err_console

@@ -7,6 +7,10 @@ class TemtoolError(Exception):
     """Bad input: a file, folder or option the user can fix. The message says how."""
 
 
+class ArchitectureError(TemtoolError, ValueError):
+    """An architecture description that cannot be built."""
+
+
 class ParameterError(TemtoolError):
     """A bad value of a library parameter, named as in the Python API (``batch_size``).
 

@@ -333,15 +333,21 @@ def segment_summary(res: dict, method: str, out: str) -> list:
 
 
 def segmentation_table(results: list[dict], method: str, out: str) -> Table:
-    """Fits an 80-column terminal: the unit is in the header, file names fold."""
-    units = {r["diameter_unit"] for r in results} or {"nm"}
-    unit = units.pop() if len(units) == 1 else "nm|px"
+    """Fits an 80-column terminal: the unit is in the header (or in the cells when the files
+    differ), file names fold."""
+    units = {r["diameter_unit"] for r in results}
+    header_unit = units.pop() if len(units) == 1 else None
     t = Table(title=f"Segmentation ({method}) -> {out}")
     t.add_column("file", overflow="fold", ratio=1)
-    for c in ("particles", f"d mean+-sd {unit}", "median", "area", "s"):
+    for c in ("particles", f"d mean+-sd {header_unit or ''}".strip(), "median", "area", "s"):
         t.add_column(c, justify="right", no_wrap=True)
     for r in results:
-        d = f"{r['diameter_mean']:.1f}+-{r['diameter_sd']:.1f}" if r["diameter_mean"] is not None else "-"
+        unit = "" if header_unit else f" {r['diameter_unit']}"
+        d = (
+            f"{r['diameter_mean']:.1f}+-{r['diameter_sd']:.1f}{unit}"
+            if r["diameter_mean"] is not None
+            else "-"
+        )
         med = f"{r['diameter_median']:.1f}" if r["diameter_median"] is not None else "-"
         t.add_row(
             Path(r["file"]).name,

@@ -312,19 +312,6 @@ def output_stems(files: list[Path]) -> list[str]:
     return out
 
 
-def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create the output folder (following the umask) or say why it cannot be used, before
-    any work is done."""
-    from temtool.data.io import check_writable
-
-    out = check_writable(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ParameterError("out_dir", f"{out}: cannot create the folder ({e.strerror or e})") from None
-    return out
-
-
 def segment_file(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -407,11 +394,15 @@ def segment_files(
     files, missing = expand_inputs(paths)
     failed = [{"file": f, "error": why} for f, why in missing]
     n_inputs = len(files) + len(failed)
-    out = prepare_out_dir(out_dir)
+    from temtool.data.io import check_writable
+
+    out = check_writable(out_dir)  # created with the first result, so a bad option leaves nothing
     results = []
     for i, (f, stem) in enumerate(zip(files, output_stems(files))):
         try:
             r = segment_file(f, out, segmenter, stem=stem, **kw)
+        except ParameterError:
+            raise  # a bad option is wrong for every file: stop with one line
         except TemtoolError as e:
             msg = str(e)
             error = msg[len(str(f)) + 2 :] if msg.startswith(f"{f}: ") else msg

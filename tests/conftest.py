@@ -36,3 +36,19 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """Ten 64x64 simulated standard-TEM images (a dataset folder)."""
+    from temtool.data.dataset import write_simulated_dataset
+
+    d = tmp_path_factory.mktemp("small") / "data"
+    write_simulated_dataset(
+        d,
+        regime="standard",
+        n=10,
+        size=64,
+        overrides={"pixel_size_nm": 0.5, "diameter_nm": 10.0, "particles_per_256px2": (16.0, 24.0)},
+    )
+    return d

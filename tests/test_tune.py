@@ -6,21 +6,7 @@ import sys
 
 import pytest
 
-from temtool.data.dataset import write_simulated_dataset
 from temtool.tune import SearchSpace
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tune") / "data"
-    write_simulated_dataset(
-        d,
-        regime="standard",
-        n=10,
-        size=64,
-        overrides={"pixel_size_nm": 0.5, "diameter_nm": 10.0, "particles_per_256px2": (16.0, 24.0)},
-    )
-    return d
 
 
 def test_search_space_constraints():
