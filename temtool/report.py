@@ -391,10 +391,12 @@ def tune_callbacks(bar: Progress) -> dict:
 
     def on_trial_start(trial_id, arch, n_epochs):
         label = f"trial {trial_id} ({arch.label()})"
+        if not bar.live:  # a log: one line when a trial starts, one when it ends
+            bar.log(f"{label}: training up to {n_epochs} epochs")
+            return
         if "epochs" not in ids:
-            ids["epochs"] = bar.task(label, n_epochs) if bar.live else None
-        if ids["epochs"] is not None:
-            bar.update(ids["epochs"], completed=0, total=n_epochs, description=label)
+            ids["epochs"] = bar.task(label, n_epochs)
+        bar.update(ids["epochs"], completed=0, total=n_epochs, description=label)
 
     def on_epoch(*_):
         if ids.get("epochs") is not None:

@@ -486,7 +486,7 @@ def load_results(project: str | os.PathLike, directory: str = "tuner_logs") -> d
     if not p.is_dir():
         p = Path(directory) / str(project)
     if not p.is_dir():
-        raise TemtoolError(f"--report {project}: no such project folder (looked in {directory}/)")
+        raise ParameterError("report", f"{project}: no such project folder (looked in {directory}/)")
     if (p / "results.json").is_file():
         res = json.loads((p / "results.json").read_text())
         if len(collect_trials(p)) == res.get("n_trials"):

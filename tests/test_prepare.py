@@ -155,7 +155,7 @@ def test_nan_pixels(run_cli, tmp_path):
 def test_micrograph_smaller_than_patch(run_cli, tmp_path):
     raw = _raw(tmp_path, size=96)
     code, stdout, err = run_cli("prepare", raw, tmp_path / "out", "--patch", 128)
-    assert code == 2 and "smaller than --patch 128" in err
+    assert code == 2 and "smaller than the patch size (128 px)" in err
     _assert_nothing_written(tmp_path / "out")
 
 

@@ -236,7 +236,7 @@ def prepare(
         if min(p.image.shape) < patch:
             raise TemtoolError(
                 f"{p.source}: micrograph is {p.image.shape[0]}x{p.image.shape[1]}, smaller than "
-                f"--patch {patch}; use a smaller --patch"
+                f"the patch size ({patch} px); use smaller patches"
             )
     px = _common_pixel_size(pairs, pixel_size_nm)
 
