@@ -47,6 +47,7 @@ class Bundle:
     normalisation: str
     regime: str | None
     metadata: dict = field(repr=False)
+    diameter_range_px: tuple[float, float] | None = None  # scale by particle size, not pixel size
     _model: object = field(default=None, repr=False)
 
     @property
@@ -174,6 +175,12 @@ def _check_schema(meta, where: Path) -> None:
         "normalisation": (lambda v: v in NORMALISATIONS, f"one of {', '.join(NORMALISATIONS)}"),
         "regime": (lambda v: v is None or isinstance(v, str), "a string or null"),
         "metrics": (lambda v: isinstance(v, dict), "an object"),
+        "particle_diameter_px": (
+            lambda v: (
+                isinstance(v, list) and len(v) == 2 and all(_number(x) and x > 0 for x in v) and v[0] < v[1]
+            ),
+            "a range [LO, HI] of positive numbers",
+        ),
     }
     required = ("architecture", "rf_px", "normalisation")
     for key, (ok, what) in checks.items():
@@ -223,6 +230,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         normalisation=meta["normalisation"],
         regime=meta.get("regime"),
         metadata=meta,
+        diameter_range_px=tuple(meta["particle_diameter_px"]) if meta.get("particle_diameter_px") else None,
     )
 
 

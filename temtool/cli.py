@@ -38,6 +38,8 @@ FLAGS = {
     "d_spacing_nm": "--d-spacing",
     "max_params": "--max-params",
     "max_trials": "--max-trials",
+    "min_area": "--min-area",
+    "smooth_px": "--smooth",
     "min_particle_px": "--min-particle-px",
     "pixel_size_nm": "--pixel-size",
     "worker_id": "--worker-id",
@@ -379,6 +381,11 @@ def segment(
         O(help="Context kept around each tile in px (default: the model's RF reach)."),
     ] = None,
     threshold: Annotated[float, O(help="Probability threshold for the mask.")] = 0.5,
+    smooth: Annotated[float, O(help="Gaussian sigma (px) on the probability map; 0: none.")] = 1.0,
+    fill_holes: Annotated[bool, O(help="Fill holes smaller than a typical particle.")] = True,
+    min_area: Annotated[
+        Optional[float], O(help="Drop smaller objects: nm^2 (px without a pixel size); default auto.")
+    ] = None,
     batch: Annotated[int, O(help="Tiles per batch.")] = 4,
     method: Annotated[str, O(help="model, or fourier (Bragg-filter baseline, no model).")] = "model",
     d_spacing: Annotated[str, O(help="With --method fourier: lattice spacings in nm.")] = "0.2355,0.2039",
@@ -388,6 +395,7 @@ def segment(
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
     from temtool.errors import check_positive
+    from temtool.measure import PostProcessing
     from temtool.report import Progress, console, err_console, segment_callback, segment_summary
     from temtool.segment import ModelChooser, segment_files
 
@@ -395,8 +403,7 @@ def segment(
     check_positive("pixel_size_nm", pixel_size)
     if method not in ("model", "fourier"):
         raise TemtoolError(f"--method must be 'model' or 'fourier', got {method!r}")
-    if not 0 < threshold < 1:
-        raise TemtoolError(f"--threshold must be between 0 and 1, got {threshold}")
+    post = PostProcessing(threshold, smooth, fill_holes, min_area)
     try:
         spacings = tuple(
             check_positive("d_spacing_nm", float(v), allow_none=False) for v in d_spacing.split(",")
@@ -417,7 +424,7 @@ def segment(
             chooser,
             on_file=on_file,
             pixel_size_nm=pixel_size,
-            threshold=threshold,
+            post=post,
             method=method,
             d_spacing_nm=spacings,
             channel=channel,

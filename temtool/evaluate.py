@@ -35,8 +35,9 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
     rows, notes = [], set()
     for stem in stems:
         img, mask = ds.images[stem], ds.masks[stem]
-        prob, why = seg.probability(img, ds.pixel_size_nm, normalised=True)
-        notes.update(why)
+        result = seg.probability(img, ds.pixel_size_nm, normalised=True)
+        prob = result.prob
+        notes.update(result.notes)
         net = binary_scores_np(mask, prob > 0.5)
         net["soft_dice"] = dice_np(mask, prob)
         base = binary_scores_np(mask, otsu_segment(img))

@@ -12,19 +12,19 @@ and reports a failing file without stopping the rest.
 from __future__ import annotations
 
 import glob
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from temtool.arch import Architecture
 from temtool.data.dataset import standardize
 from temtool.errors import ParameterError, TemtoolError
-from temtool.measure import measure_particles, particle_columns
+from temtool.measure import PostProcessing, measure_particles, particle_columns
 from temtool.tiling import TileGeometry, predict_tiled, predict_whole
 from temtool.train import dihedral
 
@@ -67,6 +67,7 @@ class Segmenter:
     tta: bool = False
     margin_px: int | None = None
     max_tile_px: int = 1024
+    diameter_range_px: tuple[float, float] | None = None  # particle sizes the model was trained on
     name: str = ""
     info: dict = field(default_factory=dict)
 
@@ -95,6 +96,7 @@ class Segmenter:
             b.reach_px,
             b.pixel_size_nm,
             normalisation=b.normalisation,
+            diameter_range_px=b.diameter_range_px,
             name=str(b.path),
             **kw,
         )
@@ -102,19 +104,27 @@ class Segmenter:
     # ----------------------------------------------------------------- network passes
     def forward(self, tiles: np.ndarray) -> np.ndarray:
         """Particle probability of a batch of standardised tiles ``(N, h, w)``: the sigmoid of
-        the logit difference (the softmax of two classes), averaged over TTA transforms."""
+        the logit difference (the softmax of two classes). With TTA, the mean over the 8
+        dihedral transforms and their standard deviation: ``(N, 2, h, w)``."""
         ks = range(8) if self.tta else (0,)
-        out = np.zeros(tiles.shape, np.float32)
+        total = np.zeros(tiles.shape, np.float32)
+        square = np.zeros(tiles.shape, np.float32)
         for k in ks:
             x = np.ascontiguousarray(dihedral(tiles, k, axes=(-2, -1))[..., None], np.float32)
             logits = np.asarray(self.model.predict_on_batch(x), np.float32)
             d = np.clip(logits[..., 1] - logits[..., 0], -80, 80)
-            out += dihedral(1.0 / (1.0 + np.exp(-d)), k, axes=(-2, -1), inverse=True)
-        return out / len(ks)
+            p = dihedral(1.0 / (1.0 + np.exp(-d)), k, axes=(-2, -1), inverse=True)
+            total += p
+            square += p * p
+        mean = total / len(ks)
+        if not self.tta:
+            return mean
+        sd = np.sqrt(np.maximum(square / len(ks) - mean * mean, 0))
+        return np.stack([mean, sd], axis=1)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probability ``(H, W)`` float32 of a standardised image at the model's scale, tiled;
-        equal to :meth:`predict_whole` everywhere."""
+        equal to :meth:`predict_whole` everywhere. With TTA ``(2, H, W)``: mean and spread."""
         prob, self.info = predict_tiled(self.forward, image, self.geometry, self.batch_size)
         return prob
 
@@ -129,30 +139,86 @@ class Segmenter:
             raise TemtoolError(f"{self.name}: unknown normalisation {self.normalisation!r}")
         return standardize(image)
 
-    def probability(
-        self, image: np.ndarray, pixel_size_nm: float | None = None, normalised: bool = False
-    ) -> tuple[np.ndarray, list[str]]:
-        """Particle probability of a micrograph on its own pixel grid, and notes on what was
-        done: normalised as in training (unless ``normalised``), resampled to the model's
-        pixel size and back when they differ by more than 10%."""
-        notes = []
-        x = image if normalised else self.preprocess(image)
+    def _at_scale(self, x: np.ndarray, scale: float) -> np.ndarray:
+        """:meth:`predict` of ``x`` resampled by ``scale``, back on ``x``'s grid."""
+        if scale == 1:
+            return self.predict(x)
+        shape = (max(8, round(x.shape[0] * scale)), max(8, round(x.shape[1] * scale)))
+        if shape[0] * shape[1] > 2**31:
+            raise TemtoolError(
+                f"resampling {x.shape[1]}x{x.shape[0]} px by x{scale:.3g} would make "
+                f"{shape[1]}x{shape[0]} px; check the pixel size"
+            )
+        out = self.predict(resample(x, shape))
+        if out.ndim == 3:
+            return np.stack([resample(o, x.shape) for o in out])
+        return resample(out, x.shape)
+
+    def scale_for(self, x: np.ndarray, pixel_size_nm: float | None) -> tuple[float, str | None]:
+        """The resampling factor that brings a (normalised) micrograph to the model's scale,
+        and a note saying how it was chosen.
+
+        A model trained at one pixel size (``pixel_size_nm`` in its bundle) is matched by
+        pixel size. A model trained over a range of particle sizes in px
+        (``particle_diameter_px``) is matched by the particles themselves, as Cellpose's size
+        model does: a first pass finds them, their typical diameter
+        (:func:`temtool.measure.typical_diameter_px`) sets the factor, repeated until it lies
+        in the trained range.
+        """
+        from temtool.measure import typical_diameter_px
+
+        if self.diameter_range_px:
+            lo, hi = self.diameter_range_px
+            target = float(np.sqrt(lo * hi))
+            scale, d = min(1.0, 1024 / max(x.shape)), None  # a quick first look at large images
+            for _ in range(4):
+                p = self._at_scale(x, scale)
+                d_model = typical_diameter_px((p[0] if p.ndim == 3 else p) > 0.5)
+                if d_model is None:
+                    break
+                d = d_model  # on x's grid (the map is resampled back)
+                d_scaled = d * scale
+                if lo <= d_scaled <= hi:
+                    break
+                scale = target / d
+            if d is None:
+                return 1.0, "no particles found to estimate their size: no resampling"
+            if abs(scale - 1) <= RESAMPLE_TOLERANCE:
+                return 1.0, None
+            return (
+                scale,
+                f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px",
+            )
         model_px = self.pixel_size_nm
         if pixel_size_nm and model_px and abs(pixel_size_nm / model_px - 1) > RESAMPLE_TOLERANCE:
-            scale = pixel_size_nm / model_px
-            shape = (max(8, round(x.shape[0] * scale)), max(8, round(x.shape[1] * scale)))
-            if shape[0] * shape[1] > 2**31:
-                raise TemtoolError(
-                    f"resampling {x.shape[1]}x{x.shape[0]} px at {pixel_size_nm:g} nm/px to the model's "
-                    f"{model_px:g} nm/px would make {shape[1]}x{shape[0]} px; check the pixel size"
-                )
-            prob = resample(self.predict(resample(x, shape)), image.shape)
-            notes.append(f"resampled x{scale:.3g} to the model's {model_px:g} nm/px and back")
-        else:
-            if pixel_size_nm is None and model_px:
-                notes.append("pixel size unknown: no resampling (pass --pixel-size)")
-            prob = self.predict(x)
-        return prob, notes
+            return (
+                pixel_size_nm / model_px,
+                f"resampled x{pixel_size_nm / model_px:.3g} to the model's {model_px:g} nm/px",
+            )
+        if pixel_size_nm is None and model_px:
+            return 1.0, "pixel size unknown: no resampling (pass --pixel-size)"
+        return 1.0, None
+
+    def probability(
+        self, image: np.ndarray, pixel_size_nm: float | None = None, normalised: bool = False
+    ) -> Probability:
+        """Particle probability of a micrograph on its own pixel grid (normalised as in
+        training unless ``normalised``, resampled to the model's scale and back, see
+        :meth:`scale_for`), the TTA spread (with ``tta``), and notes on what was done."""
+        x = image if normalised else self.preprocess(image)
+        scale, note = self.scale_for(x, pixel_size_nm)
+        p = self._at_scale(x, scale)
+        prob, spread = (p[0], p[1]) if p.ndim == 3 else (p, None)
+        return Probability(prob, spread, [note] if note else [], scale)
+
+
+class Probability(NamedTuple):
+    """What :meth:`Segmenter.probability` returns."""
+
+    prob: np.ndarray  # (H, W) float32, particle probability
+    spread: np.ndarray | None  # (H, W) float32, standard deviation over TTA members, or None
+    notes: list[str]
+    scale: float  # resampling factor used (1: none)
 
 
 # ------------------------------------------------------------------------ model choice
@@ -160,36 +226,32 @@ def _pretrained_dir() -> Path:
     return Path(__file__).resolve().parent / "pretrained"
 
 
-def default_model(pixel_size_nm: float | None) -> tuple[Path, str]:
+def default_model(pixel_size_nm: float | None, image: np.ndarray | None = None) -> tuple[Path, str]:
     """The model to use without ``--model``: the last trained or tuned one, else the shipped
-    pretrained model whose training pixel size is closest (log scale) to the image's."""
-    import json
-
+    model for what the image is (:func:`temtool.regime.classify`: HRTEM only with lattice
+    fringes and weak amplitude contrast; standard bright-field TEM otherwise)."""
     from temtool.data.dataset import cache_dir
+    from temtool.regime import classify
 
     last = cache_dir() / "last_model.txt"
     if last.is_file():
         p = Path(last.read_text().strip())
         if (p / "bundle.json").is_file():
             return p, f"the most recent trained model ({p})"
-    shipped = sorted(p for p in _pretrained_dir().glob("*") if (p / "bundle.json").is_file())
+    shipped = {p.name: p for p in _pretrained_dir().glob("*") if (p / "bundle.json").is_file()}
     if not shipped:
         raise TemtoolError("no model given and none trained yet: pass --model MODEL or run 'temtool train'")
-    if pixel_size_nm is None:
-        p = next((q for q in shipped if q.name == "standard"), shipped[0])
-        return p, f"the shipped '{p.name}' model (image pixel size unknown; pass --pixel-size)"
-    best = min(
-        shipped,
-        key=lambda q: abs(
-            math.log(pixel_size_nm / json.loads((q / "bundle.json").read_text())["pixel_size_nm"])
-        ),
-    )
-    return best, f"the shipped '{best.name}' model (closest training pixel size)"
+    if image is None:
+        kind, why = "standard", "no image to look at"
+    else:
+        kind, why = classify(image, pixel_size_nm)
+    p = shipped.get(kind) or shipped.get("standard") or next(iter(shipped.values()))
+    return p, f"the shipped '{p.name}' model ({why})"
 
 
 class ModelChooser:
     """The :class:`Segmenter` for an image: the given bundle (loaded at once, so a bad
-    ``model`` fails before any file), else :func:`default_model` by the image's pixel size.
+    ``model`` fails before any file), else :func:`default_model` for that image.
     Each bundle is loaded once; ``on_load(why)`` is called when one is."""
 
     def __init__(
@@ -197,21 +259,23 @@ class ModelChooser:
     ):
         self.model, self.on_load, self.kw = model, on_load, segmenter_kw
         self.loaded: dict[str, Segmenter] = {}
+        self.reason = str(model) if model is not None else ""
         if model is not None:
             self._load(Path(model), str(model))
 
     def _load(self, path: Path, why: str) -> Segmenter:
         key = str(path)
+        self.reason = why
         if key not in self.loaded:
             self.loaded[key] = Segmenter.from_bundle(path, **self.kw)
             if self.on_load:
                 self.on_load(why)
         return self.loaded[key]
 
-    def __call__(self, pixel_size_nm: float | None) -> Segmenter:
+    def __call__(self, pixel_size_nm: float | None, image: np.ndarray | None = None) -> Segmenter:
         if self.model is not None:
             return self.loaded[str(self.model)]
-        return self._load(*default_model(pixel_size_nm))
+        return self._load(*default_model(pixel_size_nm, image))
 
 
 # ------------------------------------------------------------------------ outputs
@@ -312,50 +376,77 @@ def output_stems(files: list[Path]) -> list[str]:
     return out
 
 
+def _write_labels(path: Path, labels: np.ndarray, pixel_size_nm: float | None) -> None:
+    """Instance ids as uint16 (uint32 beyond 65,535 particles) TIFF, the Cellpose/StarDist
+    convention; the ids are those of the particle table."""
+    import tifffile
+
+    from temtool.data.io import atomic_write
+
+    dtype = np.uint16 if labels.max() < 2**16 else np.uint32
+    kw = {}
+    if pixel_size_nm:
+        kw = {
+            "resolution": (1 / pixel_size_nm, 1 / pixel_size_nm),
+            "imagej": True,
+            "metadata": {"unit": "nm"},
+        }
+        if dtype == np.uint32:
+            kw = {}  # ImageJ TIFFs hold at most 16-bit integers
+    atomic_write(path, lambda p: tifffile.imwrite(p, labels.astype(dtype), **kw))
+
+
 def segment_file(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    segmenter: Segmenter | Callable[[float | None], Segmenter] | None = None,
+    segmenter: Segmenter | Callable | None = None,
     pixel_size_nm: float | None = None,
-    threshold: float = 0.5,
+    post: PostProcessing | None = None,
     method: str = "model",
     d_spacing_nm: tuple[float, ...] = (0.2355, 0.2039),
     channel: int | None = None,
     frame: int | None = None,
     stem: str | None = None,
 ) -> dict:
-    """Segment one micrograph and write mask, probability, overlay, particle table and
-    size histogram into ``out_dir`` (each written atomically, named ``stem`` + suffix).
+    """Segment one micrograph and write into ``out_dir`` (each atomically, named ``stem`` +
+    suffix): mask, probability, instance labels, overlay, particle table, size histogram and,
+    with TTA, the per-pixel uncertainty (spread of the TTA members).
 
     ``segmenter`` is a :class:`Segmenter`, or a function of the image's pixel size (nm, or
-    None) returning one (a :class:`ModelChooser`), so a model can be chosen by pixel size
-    without reading the file twice. Returns a summary.
+    None) and the image returning one (a :class:`ModelChooser`), so the model is chosen by
+    what the image is without reading it twice. ``post`` turns probabilities into the mask
+    (:class:`temtool.measure.PostProcessing`). Returns a summary.
     """
     from temtool.baselines import fourier_segment
     from temtool.data.io import read_image, write_png, write_tiff
 
     t0 = time.perf_counter()
     path = Path(path)
+    post = post or PostProcessing()
     mg = read_image(path, channel=channel, frame=frame)
     px = pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes: list[str] = []
-    seg = None
+    seg, spread, why = None, None, None
     if method == "fourier":
         if px is None:
             raise TemtoolError(f"{path}: --method fourier needs the pixel size; pass --pixel-size")
         prob = fourier_segment(image, px, d_spacing_nm).astype(np.float32)
     else:
-        seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px)
-        prob, notes = seg.probability(image, px)
-    mask = (prob > threshold).astype(np.uint8)
-    labels, rows = measure_particles(mask, px)
+        seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
+        why = getattr(segmenter, "reason", None)
+        prob, spread, notes, _ = seg.probability(image, px)
+    mask, post_info = post.apply(prob, px)
+    labels, rows = measure_particles(mask, px, min_area_px=1)
     unit = "nm" if px else "px"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or path.stem
     write_png(out / f"{stem}_mask.png", mask)
     write_tiff(out / f"{stem}_prob.tif", prob, px)
+    _write_labels(out / f"{stem}_labels.tif", labels, px)
+    if spread is not None:
+        write_tiff(out / f"{stem}_uncertainty.tif", spread, px)
     _overlay_png(out / f"{stem}_overlay.png", image, labels)
     _write_csv(out / f"{stem}_particles.csv", rows, particle_columns(unit))
     d = [r[f"equivalent_diameter_{unit}"] for r in rows if not r["touches_border"]]
@@ -365,6 +456,7 @@ def segment_file(
         "output_stem": stem,
         "pixel_size_nm": px,
         "model": seg.name if seg else None,
+        "model_choice": why,
         "particles": len(rows),
         "particles_not_touching_border": len(d),
         "diameter_mean": float(np.mean(d)) if d else None,
@@ -372,6 +464,7 @@ def segment_file(
         "diameter_median": float(np.median(d)) if d else None,
         "diameter_unit": unit,
         "area_fraction": float(mask.mean()),
+        "postprocessing": post_info,
         "time_s": time.perf_counter() - t0,
         "notes": notes,
         "tiling": dict(seg.info) if seg else None,

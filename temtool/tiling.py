@@ -84,7 +84,7 @@ class TileGeometry:
 
     def crop(self, canvas_values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         m = self.margin_px
-        return canvas_values[m : m + shape[0], m : m + shape[1]]
+        return canvas_values[..., m : m + shape[0], m : m + shape[1]]
 
     def tile_px(self, length: int) -> int:
         """Tile side for a canvas side of ``length`` px (a multiple of the pool product): the
@@ -127,11 +127,13 @@ def _reflect_pad(x: np.ndarray, py: tuple[int, int], px: tuple[int, int]) -> np.
     return np.pad(x, (py, px), mode="reflect")
 
 
-Forward = Callable[[np.ndarray], np.ndarray]  # (N, h, w) float32 -> (N, h, w) probabilities
+# (N, h, w) float32 -> (N, h, w) probabilities, or (N, K, h, w): K maps per tile (e.g. the
+# mean and the spread of test-time augmentation), blended alike
+Forward = Callable[[np.ndarray], np.ndarray]
 
 
 def predict_whole(forward: Forward, image: np.ndarray, geometry: TileGeometry) -> np.ndarray:
-    """The reference: one pass over the whole canvas, cropped. ``(H, W)`` float32."""
+    """The reference: one pass over the whole canvas, cropped. ``([K,] H, W)`` float32."""
     canvas = geometry.canvas(image)
     return geometry.crop(forward(canvas[None])[0], image.shape)
 
@@ -139,8 +141,8 @@ def predict_whole(forward: Forward, image: np.ndarray, geometry: TileGeometry) -
 def predict_tiled(
     forward: Forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
 ) -> tuple[np.ndarray, dict]:
-    """:func:`predict_whole`, computed tile by tile. Returns ``(H, W)`` float32 and a summary
-    of the tiling (tile size, number of tiles, margin, overlap)."""
+    """:func:`predict_whole`, computed tile by tile. Returns ``([K,] H, W)`` float32 and a
+    summary of the tiling (tile size, number of tiles, margin, overlap)."""
     canvas = geometry.canvas(image)
     H, W = canvas.shape
     ty, tx = geometry.tile_px(H), geometry.tile_px(W)
@@ -148,15 +150,17 @@ def predict_tiled(
     ys, xs = tile_origins(H, ty, ov), tile_origins(W, tx, ov)
     wy = {y: geometry.weights(ty, y == 0, y + ty == H) for y in ys}
     wx = {x: geometry.weights(tx, x == 0, x + tx == W) for x in xs}
-    acc = np.zeros((H, W), np.float32)
+    acc = None
     norm = np.zeros((H, W), np.float32)
     coords = [(y, x) for y in ys for x in xs]
     for i in range(0, len(coords), max(1, batch_size)):
         chunk = coords[i : i + batch_size]
         probs = forward(np.stack([canvas[y : y + ty, x : x + tx] for y, x in chunk]))
+        if acc is None:
+            acc = np.zeros((*probs.shape[1:-2], H, W), np.float32)
         for (y, x), p in zip(chunk, probs):
             w2 = np.outer(wy[y], wx[x])
-            acc[y : y + ty, x : x + tx] += p * w2
+            acc[..., y : y + ty, x : x + tx] += p * w2
             norm[y : y + ty, x : x + tx] += w2
     info = {
         "tile_px": [ty, tx],

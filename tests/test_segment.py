@@ -187,14 +187,14 @@ def test_cli_segment_fourier_needs_no_model(run_cli, tmp_path):
     assert code == 2 and "no file matches" in err
 
 
-def test_without_model_uses_shipped_model_chosen_by_pixel_size(run_cli, tmp_path):
-    cfg = config_for("hrtem", pixel_size_nm=0.04, diameter_nm=3.0)
-    write_tiff(tmp_path / "h.tif", simulate_image(cfg, 128, 0).image, 0.04)
-    cfg = config_for("standard", pixel_size_nm=0.5)
-    write_tiff(tmp_path / "s.tif", simulate_image(cfg, 128, 0).image, 0.5)
+def test_without_model_the_shipped_model_is_chosen_by_what_the_image_is(run_cli, tmp_path):
+    cfg = config_for("hrtem", pixel_size_nm=0.04, diameter_nm=3.0, state_weights=(1, 0, 0, 0, 0, 0))
+    write_tiff(tmp_path / "h.tif", simulate_image(cfg, 256, 1).image, 0.04)  # one [110] particle
+    cfg = config_for("standard", pixel_size_nm=0.12)  # the study's sampling: never the HRTEM model
+    write_tiff(tmp_path / "s.tif", simulate_image(cfg, 512, 0).image, 0.12)
     code, out, err = run_cli("segment", tmp_path / "h.tif", "--out", tmp_path / "o")
     assert code == 0, err
-    assert "shipped 'hrtem' model" in out
+    assert "shipped 'hrtem' model (lattice fringes" in out
     code, out, err = run_cli("segment", tmp_path / "s.tif", "--out", tmp_path / "o")
     assert code == 0, err
     assert "shipped 'standard' model" in out

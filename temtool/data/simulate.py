@@ -526,8 +526,8 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
         "au_inner_potential_v": _u(rng, cfg.au_inner_potential_v),
     }
     shape = (m, m)
-    t_c = p["carbon_thickness_nm"] * (
-        1 + p["carbon_thickness_variation"] * _correlated_noise(rng, shape, cfg.carbon_correlation_nm / px)
+    t_c = p["carbon_thickness_nm"] * np.maximum(  # a film is never thinner than nothing
+        1 + p["carbon_thickness_variation"] * _correlated_noise(rng, shape, cfg.carbon_correlation_nm / px), 0
     )
     phase = sigma * p["carbon_inner_potential_v"] * t_c
     phase += p["carbon_phase_rad"] * _correlated_noise(rng, shape, p["carbon_phase_correlation_nm"] / px)

@@ -1,0 +1,187 @@
+"""Real micrographs out of the box: what the image is, its scale, clean masks, instance labels
+and uncertainty, and the shipped model on held-out real micrographs (examples/data)."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+
+from temtool.arch import Architecture, build_resunet
+from temtool.data.io import read_image, read_mask, write_tiff
+from temtool.data.simulate import config_for, simulate_image
+from temtool.measure import PostProcessing, measure_particles, typical_area_px, typical_diameter_px
+from temtool.regime import classify, fringe_score
+
+HELD_OUT = Path(__file__).resolve().parent.parent / "examples" / "data" / "real-tem"
+
+
+def _held_out():
+    for p in sorted((HELD_OUT / "images").glob("*.png")):
+        yield p.stem, read_image(p).data, read_mask(HELD_OUT / "labels" / p.name.replace("image_", "label_"))
+
+
+# ------------------------------------------------------------------------ what the image is
+@pytest.mark.parametrize("px", [0.12, 0.25, 0.5, 1.0])
+def test_standard_tem_is_never_called_hrtem(px):
+    img = simulate_image(config_for("standard", pixel_size_nm=px), 256, seed=3).image
+    assert classify(img, px)[0] == "standard"
+    assert classify(img, None)[0] == "standard"  # without a calibration too
+
+
+def test_real_bright_field_micrographs_are_standard_even_with_a_few_bragg_spots():
+    kinds = [classify(img)[0] for _, img, _ in _held_out()]
+    assert kinds == ["standard"] * 4
+    scores = {name: fringe_score(img) for name, img, _ in _held_out()}
+    assert scores["image_8"] > 100  # it does show lattice fringes in one particle
+
+
+def test_hrtem_with_fringes_is_recognised_with_and_without_pixel_size():
+    cfg = config_for("hrtem", state_weights=(1, 0, 0, 0, 0, 0), amplitude_scale=0.3)
+    with_px, without = [], []
+    for seed in range(6):
+        img = simulate_image(cfg, 512, seed).image
+        with_px.append(classify(img, 0.02)[0] == "hrtem")
+        without.append(classify(img, None)[0] == "hrtem")
+    # a [110] particle half outside the field, or a weak lattice under noise, can go unseen
+    assert sum(with_px) >= 4 and sum(without) >= 4
+
+
+def test_fringe_score_ignores_contrast_and_noise_level():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((256, 256))
+    assert fringe_score(noise) < 20 and fringe_score(100 + 50 * noise) < 20
+    yy, xx = np.mgrid[:256, :256]
+    fringes = noise + 0.5 * np.sin(2 * np.pi * (xx * 0.8 + yy * 0.6) / 6.0)  # a 6 px lattice
+    assert fringe_score(fringes) > 100
+
+
+# ------------------------------------------------------------------------ masks
+def test_typical_area_is_not_moved_by_many_specks():
+    m = np.zeros((200, 200), bool)
+    yy, xx = np.mgrid[:200, :200]
+    for cy, cx in [(40, 40), (40, 140), (140, 60), (150, 150)]:
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 < 20**2
+    area = typical_area_px(m)
+    rng = np.random.default_rng(0)
+    for y, x in rng.integers(0, 200, (60, 2)):
+        m[y, x] = True  # 60 single-pixel specks
+    assert typical_area_px(m) == pytest.approx(area, rel=0.05)
+    assert typical_diameter_px(m) == pytest.approx(40, rel=0.05)
+
+
+def test_postprocessing_drops_specks_fills_holes_and_says_what_it_did():
+    prob = np.zeros((200, 200), np.float32)
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 < 30**2
+    prob[disc] = 0.9
+    prob[(yy - 100) ** 2 + (xx - 100) ** 2 < 5**2] = 0.1  # a hole in the particle
+    prob[10:13, 10:13] = 0.9  # a speck of 9 px
+    mask, info = PostProcessing(smooth_px=0).apply(prob)
+    assert mask[100, 100] == 1 and mask[11, 11] == 0
+    assert info["min_area_px"] >= 10 and info["filled_holes_up_to_px"] > 0
+    raw, _ = PostProcessing(smooth_px=0, fill_holes=False, min_area=0).apply(prob)
+    assert raw[100, 100] == 0 and raw[11, 11] == 1
+    # min_area in nm^2 with a pixel size: 9 px at 0.5 nm/px is 2.25 nm^2
+    kept, _ = PostProcessing(smooth_px=0, min_area=2.0).apply(prob, pixel_size_nm=0.5)
+    assert kept[11, 11] == 1
+
+
+# ------------------------------------------------------------------------ outputs
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    from temtool.bundle import write_bundle
+
+    keras.utils.set_random_seed(0)
+    arch = Architecture.create(depth=2, pool=2, filters=2)
+    return write_bundle(tmp_path / "m", build_resunet(arch), arch, pixel_size_nm=0.5)
+
+
+def test_labels_tif_has_the_ids_of_the_particle_table_and_tta_writes_uncertainty(
+    run_cli, tiny_bundle, tmp_path
+):
+    sim = simulate_image(config_for("standard", pixel_size_nm=0.5), 128, 0)
+    write_tiff(tmp_path / "a.tif", sim.image, 0.5)
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(
+        "segment", tmp_path / "a.tif", "--model", tiny_bundle, "--out", out, "--tta", "--threshold", 0.3,
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads(stdout)["results"][0]
+    assert res["postprocessing"]["threshold"] == 0.3
+    labels = tifffile.imread(out / "a_labels.tif")
+    assert labels.dtype == np.uint16
+    rows = (out / "a_particles.csv").read_text().splitlines()[1:]
+    ids = sorted(int(r.split(",")[0]) for r in rows)
+    assert ids == sorted(set(np.unique(labels).tolist()) - {0})
+    mask = np.asarray(read_mask(out / "a_mask.png"))
+    assert np.array_equal(labels > 0, mask > 0)
+    spread = tifffile.imread(out / "a_uncertainty.tif")
+    assert spread.shape == (128, 128) and spread.min() >= 0 and spread.max() > 0
+    assert res["particles"] == len(ids)
+
+
+def test_spread_is_the_standard_deviation_of_the_tta_members(tiny_bundle):
+    from temtool.segment import Segmenter
+    from temtool.train import dihedral
+
+    seg = Segmenter.from_bundle(tiny_bundle, tta=True)
+    img = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    mean, sd = seg.predict_whole(img)
+    plain = Segmenter.from_bundle(tiny_bundle)
+    members = [
+        dihedral(plain.predict_whole(dihedral(img, k, axes=(-2, -1))), k, axes=(-2, -1), inverse=True)
+        for k in range(8)
+    ]
+    assert np.abs(mean - np.mean(members, 0)).max() < 1e-4
+    assert np.abs(sd - np.std(members, 0)).max() < 1e-4
+
+
+# ------------------------------------------------------------------------ scale
+def test_scale_is_estimated_from_the_particles_when_the_pixel_size_is_unknown(tiny_bundle):
+    """A model trained over a range of particle sizes in px is matched by the particles: a
+    first pass finds them, their typical size sets the resampling (Cellpose's size model)."""
+    from temtool.segment import Segmenter
+
+    class Disc:  # a stand-in network that returns the dark pixels: the mask itself
+        def predict_on_batch(self, x):
+            p = (x[..., 0] < -0.5).astype(np.float32)
+            return np.stack([1 - p, p], -1) * 20 - 10
+
+    arch = Architecture.create(depth=2, pool=2, filters=2)
+    seg = Segmenter(Disc(), arch, 23, diameter_range_px=(10.0, 40.0))
+    yy, xx = np.mgrid[:512, :512]
+    img = np.ones((512, 512), np.float32)
+    for cy, cx in [(128, 128), (128, 384), (384, 128), (384, 384)]:
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 50**2] = 0  # 100 px particles
+    r = seg.probability(img)
+    assert r.scale == pytest.approx(20 / 100, rel=0.1)  # to the middle of the range: sqrt(10*40)
+    assert "particles ~10" in r.notes[0] and "resampled x0.2" in r.notes[0]
+    assert r.prob.shape == img.shape
+    _, rows = measure_particles(r.prob > 0.5, None)
+    assert len(rows) == 4
+    small = img[::4, ::4]  # 25 px particles: already in range, no resampling
+    assert seg.probability(small).scale == 1.0
+
+
+# ------------------------------------------------------------------------ the shipped model
+def test_shipped_model_on_held_out_real_micrographs(run_cli, tmp_path):
+    """The default `temtool segment` (no options) on real micrographs it never saw: Dice and
+    particle counts against the hand-drawn masks."""
+    out = tmp_path / "o"
+    code, stdout, err = run_cli("segment", HELD_OUT / "images", "--out", out, "--json")
+    assert code == 0, err
+    res = {Path(r["file"]).stem: r for r in json.loads(stdout)["results"]}
+    dice, count_err = [], []
+    for name, _img, truth in _held_out():
+        assert "standard" in res[name]["model_choice"]
+        mask = np.asarray(read_mask(out / f"{name}_mask.png")) > 0
+        t = truth > 0
+        dice.append(2 * (mask & t).sum() / (mask.sum() + t.sum()))
+        n_true = len(measure_particles(truth, None, min_area_px=1)[1])
+        count_err.append(abs(res[name]["particles"] - n_true) / n_true)
+    assert np.mean(dice) > 0.9, dice
+    assert np.mean(count_err) < 0.3, count_err
