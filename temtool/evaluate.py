@@ -1,10 +1,11 @@
-"""Scores of a trained model on a dataset split, next to the Otsu baseline."""
+"""Scores of a trained model on a dataset split, next to the Gaussian + Otsu baseline tuned the
+way a network is: its smoothing chosen on the validation split (reported in px and nm)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from temtool.baselines import otsu_segment
+from temtool.baselines import best_otsu_sigma, otsu_segment
 from temtool.data.dataset import load_dataset
 from temtool.errors import ParameterError
 from temtool.metrics import binary_scores_np, dice_np
@@ -32,6 +33,9 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
             f"{split!r} is empty or missing in {ds.path}; splits here: "
             + ", ".join(f"{k} ({len(v)})" for k, v in ds.splits.items()),
         )
+    tune_split = "val" if ds.splits.get("val") else "train"
+    tune_stems = ds.splits[tune_split][:64]
+    sigma = best_otsu_sigma([ds.images[s] for s in tune_stems], [ds.masks[s] for s in tune_stems])
     rows, notes = [], set()
     for stem in stems:
         img, mask = ds.images[stem], ds.masks[stem]
@@ -40,7 +44,7 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         notes.update(result.notes)
         net = binary_scores_np(mask, prob > 0.5)
         net["soft_dice"] = dice_np(mask, prob)
-        base = binary_scores_np(mask, otsu_segment(img))
+        base = binary_scores_np(mask, otsu_segment(img, sigma))
         base["soft_dice"] = base["dice"]
         rows.append({"image": stem, "model": net, "otsu": base})
     summary = {
@@ -54,6 +58,9 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         "split": split,
         "n_images": len(rows),
         "pixel_size_nm": ds.pixel_size_nm,
+        "otsu_sigma_px": sigma,
+        "otsu_sigma_nm": sigma * ds.pixel_size_nm if ds.pixel_size_nm else None,
+        "otsu_sigma_chosen_on": tune_split,
         "notes": sorted(notes),
         "mean": summary,
         "per_image": rows,

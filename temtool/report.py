@@ -273,7 +273,11 @@ def evaluation_tables(res: dict) -> list[Table]:
     s.add_column("method")
     for c in ("soft Dice", "hard Dice", "IoU", "precision", "recall"):
         s.add_column(c, justify="right")
-    for who, label in (("model", "network"), ("otsu", "Gaussian + Otsu")):
+    sigma = res.get("otsu_sigma_px")
+    otsu = "Gaussian + Otsu" + (
+        f" (sigma {sigma:g} px, chosen on {res.get('otsu_sigma_chosen_on')})" if sigma is not None else ""
+    )
+    for who, label in (("model", "network"), ("otsu", otsu)):
         m = res["mean"][who]
         s.add_row(
             label,

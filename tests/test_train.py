@@ -92,7 +92,9 @@ def test_train_evaluate_rf_end_to_end(run_cli, tiny_data, tmp_path):
 
     ds = load_dataset(tiny_data)
     stem = res["per_image"][0]["image"]
-    truth, pred = ds.masks[stem].astype(bool), otsu_segment(ds.images[stem]).astype(bool)
+    assert res["otsu_sigma_chosen_on"] == "val"
+    sigma = res["otsu_sigma_px"]
+    truth, pred = ds.masks[stem].astype(bool), otsu_segment(ds.images[stem], sigma).astype(bool)
     dice = (2 * (truth & pred).sum() + 1) / (truth.sum() + pred.sum() + 1)  # Dice with smoothing 1
     assert res["per_image"][0]["otsu"]["dice"] == pytest.approx(dice, abs=1e-6)
     assert res["mean"]["otsu"]["dice"] > 0.8  # the classical baseline works on standard TEM
