@@ -303,12 +303,12 @@ def trial_line(r: dict) -> str:
 def trials_table(results: dict) -> Table:
     t = Table(title=f"{Path(results['project']).name}: {results['n_trials']} trials, best first")
     for c in ("depth", "pools", "filters", "params", "RF px", "RF nm", "val Dice", "epochs", "time s"):
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", no_wrap=True)
     for r in results["trials"]:
         t.add_row(
             str(r["depth"]),
             ",".join(map(str, r["pools"])),
-            "-".join(map(str, r["filters"])),
+            f"{r['filters'][0]}..{r['filters'][-1]}",
             f"{r['params']:,}",
             str(r["rf_px"]),
             fmt_nm(r.get("rf_nm")),

@@ -157,30 +157,34 @@ class ResUNetHyperModel(kt.HyperModel):
                 f"{space.min_bottleneck_px} px (use smaller --pools or --depths, or a larger --max-params)"
             )
 
+    def architectures(self) -> list[str]:
+        """Every offered architecture, as the value of one categorical hyperparameter.
+
+        One categorical choice rather than depth with pools and filters in conditional scopes:
+        KerasTuner 1.4's grid search does not fill conditional hyperparameters (a grid over
+        depths 2 and 3 failed with a missing ``pools_d3``)."""
+        return [
+            _arch_key(d, seq, f)
+            for d in self.depths
+            for seq in self.space.pool_sequences(d, self.patch_px)
+            for f in self.space.filter_choices(d)
+        ]
+
     def declare(self, hp) -> Architecture:
-        space, depths = self.space, self.depths
-        depth = hp.Choice("depth", depths) if len(depths) > 1 else hp.Fixed("depth", depths[0])
-        with hp.conditional_scope("depth", [depth]):
-            pools = hp.Choice(
-                f"pools_d{depth}", [_seq_str(s) for s in space.pool_sequences(depth, self.patch_px)]
-            )
-            filters = hp.Choice(f"filters_d{depth}", space.filter_choices(depth))
-        if space.lrs:
-            hp.Choice("lr", list(space.lrs))
-        if space.losses:
-            hp.Choice("loss", list(space.losses))
-        return Architecture.create(depth=depth, pool=pools, filters=filters, kernel_size=space.kernel_size)
+        choices = self.architectures()
+        key = hp.Choice("architecture", choices) if len(choices) > 1 else hp.Fixed("architecture", choices[0])
+        if self.space.lrs:
+            hp.Choice("lr", list(self.space.lrs))
+        if self.space.losses:
+            hp.Choice("loss", list(self.space.losses))
+        return arch_from_values({"architecture": key}, self.space.kernel_size)
 
     def build(self, hp):
         return build_resunet(self.declare(hp))
 
     def n_combinations(self) -> int:
-        """Size of the grid (every depth, pool sequence, filters, lr and loss)."""
-        per_depth = sum(
-            len(self.space.pool_sequences(d, self.patch_px)) * len(self.space.filter_choices(d))
-            for d in self.depths
-        )
-        return per_depth * max(1, len(self.space.lrs)) * max(1, len(self.space.losses))
+        """Size of the grid (every architecture, lr and loss)."""
+        return len(self.architectures()) * max(1, len(self.space.lrs)) * max(1, len(self.space.losses))
 
     def run(self, hp, trial_id: str, trial_dir: Path) -> dict:
         """Train one configuration (``repeats`` seeds), write its bundle and record."""
@@ -224,9 +228,21 @@ class ResUNetHyperModel(kt.HyperModel):
         return record
 
 
+def _arch_key(depth: int, pools: tuple[int, ...], filters: int) -> str:
+    return f"depth={depth};pools={_seq_str(pools)};filters={filters}"
+
+
 def arch_from_values(values: dict, kernel_size: int = 3) -> Architecture:
     """The architecture of a trial's hyperparameter values."""
-    d = int(values["depth"])
+    if "architecture" in values:
+        parts = dict(item.split("=") for item in str(values["architecture"]).split(";"))
+        return Architecture.create(
+            depth=int(parts["depth"]),
+            pool=parts["pools"],
+            filters=int(parts["filters"]),
+            kernel_size=kernel_size,
+        )
+    d = int(values["depth"])  # projects written before temtool 0.2
     return Architecture.create(
         depth=d, pool=values[f"pools_d{d}"], filters=values[f"filters_d{d}"], kernel_size=kernel_size
     )
