@@ -175,3 +175,15 @@ def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tm
     res = json.loads(out)
     assert res["n_trials"] == 4
     assert sorted(tuple(r["pools"]) for r in res["trials"]) == [(2, 2), (2, 4), (4, 2), (4, 4)]
+
+
+def test_grid_over_several_depths_runs_every_architecture(run_cli, small_data, tmp_path):
+    """KerasTuner's grid does not fill conditional hyperparameters; one categorical
+    architecture choice does (this failed with KeyError 'pools_d3')."""
+    code, out, err = run_cli(
+        "tune", "--data", small_data, "--depths", "2,3", "--pools", "2", "--filters", "2",
+        "--epochs", 1, "--directory", tmp_path, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads(out)
+    assert sorted((r["depth"], tuple(r["pools"])) for r in res["trials"]) == [(2, (2, 2)), (3, (2, 2, 2))]
