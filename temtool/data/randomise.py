@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from temtool.data.simulate import SimulatedImage, config_for, image_seeds, simulate_image
+from temtool.data.simulate import SimulatedImage, config_for, image_seeds, ordered_map, simulate_image
 
 __all__ = ["RANGES", "random_overrides", "randomised_image", "randomised_batch"]
 
@@ -102,20 +102,4 @@ def _job(args):
 
 def randomised_batch(n: int, size: int = 256, seed: int = 0, workers: int = 1):
     """Yield ``n`` domain-randomised micrographs in order (the same whatever ``workers``)."""
-    jobs = [(size, s) for s in image_seeds(seed, n)]
-    if workers <= 1:
-        for job in jobs:
-            yield _job(job)
-        return
-    import multiprocessing as mp
-
-    from temtool.data.simulate import _ignore_sigint
-
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ctx.Pool(workers, initializer=_ignore_sigint)
-    try:
-        yield from pool.imap(_job, jobs, chunksize=4)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    yield from ordered_map(_job, [(size, s) for s in image_seeds(seed, n)], workers, chunksize=4)

@@ -675,22 +675,28 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def simulate_batch(cfg, n: int, size: int = 512, seed: int = 0, workers: int = 1):
-    """Yield ``n`` simulated images in order, using ``workers`` processes. On Ctrl-C (or any
-    error, or when the consumer stops early) the worker processes are terminated at once."""
-    seeds = image_seeds(seed, n)
-    jobs = [(cfg, size, s) for s in seeds]
+def ordered_map(fn, jobs: list, workers: int = 1, chunksize: int = 1):
+    """Yield ``fn(job)`` for each job, in order, using ``workers`` processes. On Ctrl-C (or
+    any error, or when the consumer stops early) the worker processes are terminated at once;
+    workers leave SIGINT to the parent, so no worker tracebacks are printed."""
     if workers <= 1:
         for job in jobs:
-            yield _worker(job)
+            yield fn(job)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pool = ctx.Pool(workers, initializer=_ignore_sigint)
     try:
-        yield from pool.imap(_worker, jobs, chunksize=max(1, min(8, n // (4 * workers) or 1)))
+        yield from pool.imap(fn, jobs, chunksize=chunksize)
         pool.close()
     finally:
         pool.terminate()
         pool.join()
+
+
+def simulate_batch(cfg, n: int, size: int = 512, seed: int = 0, workers: int = 1):
+    """Yield ``n`` simulated images in order, using ``workers`` processes (the images do not
+    depend on ``workers``)."""
+    jobs = [(cfg, size, s) for s in image_seeds(seed, n)]
+    yield from ordered_map(_worker, jobs, workers, chunksize=max(1, min(8, n // (4 * workers) or 1)))
