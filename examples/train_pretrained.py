@@ -12,7 +12,7 @@ scaled by particle size, not pixel size (``particle_diameter_px`` in its bundle)
 
 ``hrtem``: HRTEM of 3 nm Au at 0.04 nm/px (simulated, the built-in recipe).
 
-    python examples/train_pretrained.py --only standard [--n-sim 2000] [--epochs 30]
+    python examples/train_pretrained.py --only standard [--n-sim 1200] [--epochs 16]
 
 Deterministic for a given seed on one backend and machine. Prints what it measured: the test
 Dice on held-out simulations and on the held-out real micrographs beside Gaussian + Otsu with
@@ -172,12 +172,12 @@ def held_out_real_scores(bundle: Path, train_names: list[str]) -> dict:
 def train_standard(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "standard"
+        if args.arch:
+            arch = Architecture.create(depth=int(args.arch[0]), pool=2, filters=int(args.arch[1]))
+        else:  # the tuner on a smaller draw of the same recipe (other seed), a short budget
+            build_standard_dataset(Path(tmp) / "tune", args.tune_n_sim, args.seed + 1, 1)
+            arch = tune_architecture(Path(tmp) / "tune", args.tune_epochs)
         info = build_standard_dataset(root, args.n_sim, args.seed, args.real_copies)
-        arch = (
-            tune_architecture(root, args.tune_epochs)
-            if not args.arch
-            else Architecture.create(depth=int(args.arch[0]), pool=2, filters=int(args.arch[1]))
-        )
         ds = load_dataset(root)
         cfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=2e-3, seed=args.seed, patience=args.patience)
         t0 = time.perf_counter()
@@ -255,10 +255,11 @@ def train_hrtem(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["standard", "hrtem"])
-    ap.add_argument("--n-sim", type=int, default=2000)
+    ap.add_argument("--n-sim", type=int, default=1200)
+    ap.add_argument("--tune-n-sim", type=int, default=300)
     ap.add_argument("--real-copies", type=int, default=2, help="oversampling of real training patches")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--patience", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--tune-epochs", type=int, default=2)
     ap.add_argument("--arch", nargs=2, metavar=("DEPTH", "FILTERS"), help="skip the tuner")
     ap.add_argument("--seed", type=int, default=0)
