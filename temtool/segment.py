@@ -154,6 +154,41 @@ class Segmenter:
             return np.stack([resample(o, x.shape) for o in out])
         return resample(out, x.shape)
 
+    def _scale_by_particles(self, x: np.ndarray) -> tuple[float, np.ndarray | None, str | None]:
+        """Resampling factor from the particles' typical size (see :meth:`scale_for`), the
+        prediction at that factor if it was already made, and a note."""
+        from temtool.measure import typical_diameter_px
+
+        lo, hi = self.diameter_range_px
+        target = float(np.sqrt(lo * hi))
+        look = min(1.0, 512 / max(x.shape))  # a quick first look at large images
+        made: dict[float, np.ndarray] = {}
+        d = None
+        for _ in range(4):
+            if look not in made:
+                made[look] = self._at_scale(x, look)
+            p = made[look]
+            d = typical_diameter_px((p[0] if p.ndim == 3 else p) > 0.5)  # px on x's grid
+            if d is None and look < 1:  # too small to see at this scale: look closer
+                look = min(1.0, 4 * look)
+                continue
+            if d is None:
+                return 1.0, made.get(1.0), "no particles found to estimate their size: no resampling"
+            want = 1.0 if lo <= d <= hi else target / d  # native when the model knows the size
+            if abs(want / look - 1) <= RESAMPLE_TOLERANCE:
+                want = look
+                break
+            if lo <= d * want <= hi and want == 1.0:
+                break
+            look = want  # predict there and check the size again
+        scale = 1.0 if abs(want - 1) <= RESAMPLE_TOLERANCE else want
+        note = (
+            None
+            if scale == 1.0
+            else f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px"
+        )
+        return scale, made.get(scale), note
+
     def scale_for(self, x: np.ndarray, pixel_size_nm: float | None) -> tuple[float, str | None]:
         """The resampling factor that brings a (normalised) micrograph to the model's scale,
         and a note saying how it was chosen.
@@ -161,34 +196,13 @@ class Segmenter:
         A model trained at one pixel size (``pixel_size_nm`` in its bundle) is matched by
         pixel size. A model trained over a range of particle sizes in px
         (``particle_diameter_px``) is matched by the particles themselves, as Cellpose's size
-        model does: a first pass finds them, their typical diameter
-        (:func:`temtool.measure.typical_diameter_px`) sets the factor, repeated until it lies
-        in the trained range.
+        model does: a first pass finds them and their typical diameter
+        (:func:`temtool.measure.typical_diameter_px`) decides; inside the trained range the
+        image is used as it is, outside it is resampled to the middle of the range.
         """
-        from temtool.measure import typical_diameter_px
-
         if self.diameter_range_px:
-            lo, hi = self.diameter_range_px
-            target = float(np.sqrt(lo * hi))
-            scale, d = min(1.0, 1024 / max(x.shape)), None  # a quick first look at large images
-            for _ in range(4):
-                p = self._at_scale(x, scale)
-                d_model = typical_diameter_px((p[0] if p.ndim == 3 else p) > 0.5)
-                if d_model is None:
-                    break
-                d = d_model  # on x's grid (the map is resampled back)
-                d_scaled = d * scale
-                if lo <= d_scaled <= hi:
-                    break
-                scale = target / d
-            if d is None:
-                return 1.0, "no particles found to estimate their size: no resampling"
-            if abs(scale - 1) <= RESAMPLE_TOLERANCE:
-                return 1.0, None
-            return (
-                scale,
-                f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px",
-            )
+            scale, _, note = self._scale_by_particles(x)
+            return scale, note
         model_px = self.pixel_size_nm
         if pixel_size_nm and model_px and abs(pixel_size_nm / model_px - 1) > RESAMPLE_TOLERANCE:
             return (
@@ -206,8 +220,12 @@ class Segmenter:
         training unless ``normalised``, resampled to the model's scale and back, see
         :meth:`scale_for`), the TTA spread (with ``tta``), and notes on what was done."""
         x = image if normalised else self.preprocess(image)
-        scale, note = self.scale_for(x, pixel_size_nm)
-        p = self._at_scale(x, scale)
+        if self.diameter_range_px:
+            scale, p, note = self._scale_by_particles(x)
+        else:
+            (scale, note), p = self.scale_for(x, pixel_size_nm), None
+        if p is None:
+            p = self._at_scale(x, scale)
         prob, spread = (p[0], p[1]) if p.ndim == 3 else (p, None)
         return Probability(prob, spread, [note] if note else [], scale)
 
