@@ -47,6 +47,10 @@ def pairs(folder: Path, skip: set[str] = frozenset()) -> dict[str, tuple[np.ndar
     return out
 
 
+def _mask(path: Path) -> np.ndarray:
+    return read_mask(path) > 0
+
+
 def count(mask: np.ndarray) -> int:
     return len(measure_particles(mask, None, min_area_px=1)[1])
 
@@ -88,8 +92,8 @@ def large(model: str | None) -> None:
     from temtool.data.simulate import config_for, simulate_image
 
     print("\nSimulated standard TEM at the study's sampling (20 nm Au, 0.12 nm/px), no options:\n")
-    print("| size | model chosen | time s | particles (truth) | median d nm (truth) | notes |")
-    print("|---|---|---|---|---|---|")
+    print("| size | model chosen | time s | Dice | particles (truth) | median d nm (truth) | notes |")
+    print("|---|---|---|---|---|---|---|")
     cfg = config_for("standard", pixel_size_nm=0.12)
     with tempfile.TemporaryDirectory() as tmp:
         for size in (2048, 4096):
@@ -102,10 +106,12 @@ def large(model: str | None) -> None:
             res = segment_file(f, Path(tmp) / "out", chooser)
             dt = time.perf_counter() - t0
             true_d = np.median([p["diameter_nm"] for p in sim.particles if not p["touches_border"]])
+            med = f"{res['diameter_median']:.1f}" if res["diameter_median"] is not None else "-"
+            pred, truth = _mask(Path(tmp) / "out" / f"m{size}_mask.png"), sim.mask > 0
+            dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
             print(
-                f"| {size}x{size} | {Path(res['model']).name} | {dt:.2f} | {res['particles']} "
-                f"({len(sim.particles)}) | {res['diameter_median']:.1f} ({true_d:.1f}) | "
-                f"{'; '.join(res['notes'])} |"
+                f"| {size}x{size} | {Path(res['model']).name} | {dt:.2f} | {dice:.3f} | {res['particles']} "
+                f"({len(sim.particles)}) | {med} ({true_d:.1f}) | {'; '.join(res['notes'])} |"
             )
 
 

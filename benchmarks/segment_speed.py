@@ -39,9 +39,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     bundle = load_bundle(args.model)
-    arch, px = bundle.arch, bundle.pixel_size_nm
+    arch = bundle.arch
+    px = bundle.pixel_size_nm or 0.5  # a model scaled by particle size: 20 nm Au at 0.5 nm/px
     gpu = gpu_info()
-    print(f"model {arch.label()} trained at {px} nm/px; device {gpu['name'] if gpu else 'CPU'}")
+    print(f"model {arch.label()}, micrographs at {px} nm/px; device {gpu['name'] if gpu else 'CPU'}")
     cfg = config_for("standard", pixel_size_nm=px)
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:

@@ -47,7 +47,7 @@ from temtool.train import TrainConfig, fit, save_training  # noqa: E402
 OUT = HERE.parent / "temtool" / "pretrained"
 REAL = HERE.parent.parent / "shared" / "data" / "msa-seg-track-train"
 HELD_OUT = HERE / "data" / "real-tem"  # never trained on
-DIAMETER_RANGE_PX = (10.0, 72.0)  # particle sizes (px) the standard model was trained on
+DIAMETER_RANGE_PX = (10.0, 96.0)  # particle sizes (px) the standard model was trained on
 PATCH = 128
 
 
@@ -75,7 +75,9 @@ def real_patches(img: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np
     return out
 
 
-def build_standard_dataset(root: Path, n_sim: int, seed: int, real_copies: int) -> dict:
+def build_standard_dataset(
+    root: Path, n_sim: int, seed: int, real_copies: int, val_names: list[str] | None = None
+) -> dict:
     """Domain-randomised simulations plus the real training micrographs, one dataset folder."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -92,8 +94,9 @@ def build_standard_dataset(root: Path, n_sim: int, seed: int, real_copies: int) 
     held = {p.stem for p in (HELD_OUT / "images").glob("*.png")}
     real = {k: v for k, v in real_pairs(REAL).items() if k not in held}
     names = sorted(real, key=lambda s: int(s.split("_")[-1]))
-    rng = np.random.default_rng(seed)
-    val_names = set(rng.choice(names, size=2, replace=False).tolist())
+    if val_names is None:
+        val_names = np.random.default_rng(seed).choice(names, size=2, replace=False).tolist()
+    val_names = set(val_names)
     for name in names:
         split = "val" if name in val_names else "train"
         copies = 1 if split == "val" else real_copies
@@ -169,32 +172,66 @@ def held_out_real_scores(bundle: Path, train_names: list[str]) -> dict:
     }
 
 
+def _epoch_line(e, logs, ips):
+    print(
+        f"  epoch {e + 1}: loss {logs.get('loss', 0):.4f} val Dice {logs.get('val_hard_dice', 0):.3f} "
+        f"({ips:.0f} img/s)",
+        flush=True,
+    )
+
+
+def build_finetune_dataset(root: Path, n_sim: int, seed: int, val_names: list[str]) -> None:
+    """The real training micrographs with a smaller draw of simulations (so the simulated
+    variety stays in view); validation on the real validation micrographs only."""
+    info = build_standard_dataset(root, n_sim, seed, real_copies=1, val_names=val_names)
+    meta = json.loads((root / "dataset.json").read_text())
+    splits = meta["splits"]
+    sim_val = [s for s in splits["val"] if s.startswith("sim_")]
+    splits["train"] += sim_val + splits["test"]  # simulations only train here
+    splits["val"] = [s for s in splits["val"] if not s.startswith("sim_")]
+    splits["test"] = []
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return info
+
+
 def train_standard(args) -> None:
+    from temtool.bundle import load_bundle
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "standard"
-        if args.arch:
-            arch = Architecture.create(depth=int(args.arch[0]), pool=2, filters=int(args.arch[1]))
-        else:  # the tuner on a smaller draw of the same recipe (other seed), a short budget
-            build_standard_dataset(Path(tmp) / "tune", args.tune_n_sim, args.seed + 1, 1)
-            arch = tune_architecture(Path(tmp) / "tune", args.tune_epochs)
         info = build_standard_dataset(root, args.n_sim, args.seed, args.real_copies)
         ds = load_dataset(root)
-        cfg = TrainConfig(epochs=args.epochs, batch_size=16, lr=2e-3, seed=args.seed, patience=args.patience)
-        t0 = time.perf_counter()
-        res = fit(
-            arch,
-            ds,
-            cfg,
-            on_epoch=lambda e, logs, ips: print(
-                f"  epoch {e + 1}: loss {logs.get('loss', 0):.4f} "
-                f"val Dice {logs.get('val_hard_dice', 0):.3f} "
-                f"({ips:.0f} img/s)",
-                flush=True,
-            ),
+        if args.start_from:  # the joint stage was run before (its bundle)
+            joint = load_bundle(args.start_from)
+            arch, joint_model = joint.arch, joint.model
+            print(f"joint stage: {args.start_from} ({arch.label()})")
+        else:
+            if args.arch:
+                arch = Architecture.create(depth=int(args.arch[0]), pool=2, filters=int(args.arch[1]))
+            else:  # the tuner on a smaller draw of the same recipe (other seed), a short budget
+                build_standard_dataset(Path(tmp) / "tune", args.tune_n_sim, args.seed + 1, 1)
+                arch = tune_architecture(Path(tmp) / "tune", args.tune_epochs)
+            cfg = TrainConfig(
+                epochs=args.epochs, batch_size=16, lr=2e-3, seed=args.seed, patience=args.patience
+            )
+            t0 = time.perf_counter()
+            res = fit(arch, ds, cfg, on_epoch=_epoch_line)
+            dt = time.perf_counter() - t0
+            print(f"joint stage: {arch.label()} in {dt:.0f} s, best epoch {res.best_epoch}")
+            save_training(Path(tmp) / "joint", res, [res], ds, cfg)
+            joint_model = res.model
+        # fine-tune stage: real micrographs weigh more, epoch chosen on the real validation ones
+        ft_root = Path(tmp) / "finetune"
+        build_finetune_dataset(ft_root, args.finetune_n_sim, args.seed + 2, info["real_val"])
+        ft = load_dataset(ft_root)
+        cfg = TrainConfig(
+            epochs=args.finetune_epochs, batch_size=16, lr=5e-4, seed=args.seed, patience=args.finetune_epochs
         )
-        print(f"trained {arch.label()} in {time.perf_counter() - t0:.0f} s, best epoch {res.best_epoch}")
-        # test split of the simulations, scored like evaluate does
-        seg = Segmenter(res.model, arch, 64)
+        t0 = time.perf_counter()
+        res = fit(arch, ft, cfg, on_epoch=_epoch_line, start_from=joint_model)
+        print(f"fine-tune stage: {time.perf_counter() - t0:.0f} s, best epoch {res.best_epoch}")
+        # test split of the joint stage's simulations (never trained on), scored like evaluate
+        seg = Segmenter(res.model, arch, 128)
         sim_test = [
             binary_scores_np(ds.masks[s], seg.probability(ds.images[s], normalised=True).prob > 0.5)["dice"]
             for s in ds.splits["test"]
@@ -203,13 +240,13 @@ def train_standard(args) -> None:
             "particle_diameter_px": list(DIAMETER_RANGE_PX),
             "data": {
                 **ds.summary(),
-                "path": "domain-randomised simulations + real CC-BY micrographs",
+                "path": "domain-randomised simulations + real CC-BY micrographs, then a fine-tune",
                 "randomised_ranges": {k: list(v) for k, v in RANGES.items()},
                 **info,
             },
             "pretrained": {"name": "standard", "script": "examples/train_pretrained.py", "args": vars(args)},
         }
-        out = save_training(Path(args.out) / "standard", res, [res], ds, cfg, extra=extra)
+        out = save_training(Path(args.out) / "standard", res, [res], ft, cfg, extra=extra)
         real = held_out_real_scores(out, info["real_train"])
         meta = json.loads((out / "bundle.json").read_text())
         meta["metrics"]["test"] = {
@@ -262,6 +299,9 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--tune-epochs", type=int, default=2)
     ap.add_argument("--arch", nargs=2, metavar=("DEPTH", "FILTERS"), help="skip the tuner")
+    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--finetune-n-sim", type=int, default=300)
+    ap.add_argument("--start-from", help="the joint stage's bundle: run the fine-tune stage only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()

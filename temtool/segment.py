@@ -139,8 +139,8 @@ class Segmenter:
             raise TemtoolError(f"{self.name}: unknown normalisation {self.normalisation!r}")
         return standardize(image)
 
-    def _at_scale(self, x: np.ndarray, scale: float) -> np.ndarray:
-        """:meth:`predict` of ``x`` resampled by ``scale``, back on ``x``'s grid."""
+    def _resampled(self, x: np.ndarray, scale: float) -> np.ndarray:
+        """:meth:`predict` of ``x`` resampled by ``scale`` (on the resampled grid)."""
         if scale == 1:
             return self.predict(x)
         shape = (max(8, round(x.shape[0] * scale)), max(8, round(x.shape[1] * scale)))
@@ -149,44 +149,49 @@ class Segmenter:
                 f"resampling {x.shape[1]}x{x.shape[0]} px by x{scale:.3g} would make "
                 f"{shape[1]}x{shape[0]} px; check the pixel size"
             )
-        out = self.predict(resample(x, shape))
+        return self.predict(resample(x, shape))
+
+    def _at_scale(self, x: np.ndarray, scale: float, made: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict` of ``x`` resampled by ``scale`` (or ``made``, that prediction
+        already made), back on ``x``'s grid."""
+        out = self._resampled(x, scale) if made is None else made
+        if scale == 1:
+            return out
         if out.ndim == 3:
             return np.stack([resample(o, x.shape) for o in out])
         return resample(out, x.shape)
 
     def _scale_by_particles(self, x: np.ndarray) -> tuple[float, np.ndarray | None, str | None]:
         """Resampling factor from the particles' typical size (see :meth:`scale_for`), the
-        prediction at that factor if it was already made, and a note."""
+        prediction at that factor (on the resampled grid) if it was already made, and a note."""
         from temtool.measure import typical_diameter_px
 
         lo, hi = self.diameter_range_px
         target = float(np.sqrt(lo * hi))
         look = min(1.0, 512 / max(x.shape))  # a quick first look at large images
         made: dict[float, np.ndarray] = {}
-        d = None
+        d, want = None, 1.0
         for _ in range(4):
             if look not in made:
-                made[look] = self._at_scale(x, look)
+                made[look] = self._resampled(x, look)
             p = made[look]
-            d = typical_diameter_px((p[0] if p.ndim == 3 else p) > 0.5)  # px on x's grid
-            if d is None and look < 1:  # too small to see at this scale: look closer
+            d_here = typical_diameter_px((p[0] if p.ndim == 3 else p) > 0.5)
+            if d_here is None and look < 1:  # too small to see at this scale: look closer
                 look = min(1.0, 4 * look)
                 continue
-            if d is None:
-                return 1.0, made.get(1.0), "no particles found to estimate their size: no resampling"
-            want = 1.0 if lo <= d <= hi else target / d  # native when the model knows the size
-            if abs(want / look - 1) <= RESAMPLE_TOLERANCE:
-                want = look
+            if d_here is None:
                 break
-            if lo <= d * want <= hi and want == 1.0:
+            d = d_here / look  # in px of x
+            want = 1.0 if lo <= d <= hi else target / d  # native when the model knows the size
+            if abs(want / look - 1) <= RESAMPLE_TOLERANCE or want == 1.0:
                 break
             look = want  # predict there and check the size again
+        if d is None:
+            return 1.0, made.get(1.0), "no particles found to estimate their size: no resampling"
         scale = 1.0 if abs(want - 1) <= RESAMPLE_TOLERANCE else want
-        note = (
-            None
-            if scale == 1.0
-            else f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px"
-        )
+        note = None
+        if scale != 1.0:
+            note = f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px"
         return scale, made.get(scale), note
 
     def scale_for(self, x: np.ndarray, pixel_size_nm: float | None) -> tuple[float, str | None]:
@@ -224,8 +229,7 @@ class Segmenter:
             scale, p, note = self._scale_by_particles(x)
         else:
             (scale, note), p = self.scale_for(x, pixel_size_nm), None
-        if p is None:
-            p = self._at_scale(x, scale)
+        p = self._at_scale(x, scale, p)
         prob, spread = (p[0], p[1]) if p.ndim == 3 else (p, None)
         return Probability(prob, spread, [note] if note else [], scale)
 

@@ -260,8 +260,10 @@ def fit(
     cfg: TrainConfig,
     on_epoch: Callable | None = None,
     extra_callbacks: list | None = None,
+    start_from: keras.Model | None = None,
 ) -> TrainResult:
-    """Train one network on a dataset's train split, selecting the epoch by val hard Dice."""
+    """Train one network on a dataset's train split, selecting the epoch by val hard Dice.
+    ``start_from``: a model of the same architecture whose weights to fine-tune."""
     cfg.validate()
     x_tr, y_tr = data.arrays("train")
     has_val = bool(data.splits.get("val"))
@@ -279,6 +281,8 @@ def fit(
     try:
         keras.utils.set_random_seed(cfg.seed)
         model = build_resunet(arch)
+        if start_from is not None:
+            model.set_weights(start_from.get_weights())
         compile_model(model, cfg)
         feeder = DihedralFeeder(
             x_tr,
