@@ -125,11 +125,21 @@ def write_bundle(
         **(extra or {}),
     }
     with atomic_dir(out) as tmp:
-        model.save(tmp / "model.keras")
+        _inference_copy(model).save(tmp / "model.keras")
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2, default=float))
         if history:
             (tmp / "history.csv").write_text(_history_csv(history))
     return Path(out)
+
+
+def _inference_copy(model):
+    """The model without its optimizer state (a third of the file for Adam), for inference
+    and fine-tuning alike (``fit(start_from=...)`` compiles afresh)."""
+    import keras
+
+    if getattr(model, "optimizer", None) is None:
+        return model
+    return keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, not compiled
 
 
 def remember_last_model(path: str | os.PathLike) -> None:

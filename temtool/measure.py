@@ -135,7 +135,7 @@ def typical_diameter_px(mask: np.ndarray, max_side_px: int = 512) -> float | Non
     m = m[::step, ::step]
     if not m.any():
         return None
-    skeleton, dist = medial_axis(m, return_distance=True)
+    skeleton, dist = medial_axis(m, return_distance=True, rng=0)
     values = np.sort(dist[skeleton])
     if values.size == 0:
         return None
