@@ -76,7 +76,7 @@ def effective_rf_for_bundle(
     from temtool.bundle import load_bundle
     from temtool.data.dataset import load_dataset
     from temtool.data.io import atomic_write
-    from temtool.segment import RESAMPLE_TOLERANCE, resample
+    from temtool.segment import pixel_size_scale, resample
 
     bundle = load_bundle(model_path)
     arch, px = bundle.arch, bundle.pixel_size_nm
@@ -86,8 +86,8 @@ def effective_rf_for_bundle(
         stems = ds.splits[split][:n_images]
         images = [ds.images[s] for s in stems]
         note = ""
-        if ds.pixel_size_nm and px and abs(ds.pixel_size_nm / px - 1) > RESAMPLE_TOLERANCE:
-            scale = ds.pixel_size_nm / px
+        scale = pixel_size_scale(ds.pixel_size_nm, px)
+        if scale != 1.0:
             images = [resample(im, (round(im.shape[0] * scale), round(im.shape[1] * scale))) for im in images]
             note = f", resampled x{scale:.3g} to {px:g} nm/px"
         h = min(im.shape[0] for im in images)

@@ -67,7 +67,7 @@ def _split_touching(mask: np.ndarray) -> np.ndarray:
 
 
 def measure_particles(
-    mask: np.ndarray, pixel_size_nm: float | None, min_area_px: int = 10
+    mask: np.ndarray, pixel_size_nm: float | None, min_area_px: int = 10, pinhole_px: int = 64
 ) -> tuple[np.ndarray, list[dict]]:
     """Split touching particles and measure each.
 
@@ -79,6 +79,9 @@ def measure_particles(
         nm per pixel; None gives lengths in px (columns named ``..._px``).
     min_area_px : int
         Objects smaller than this are dropped (from the labels too).
+    pinhole_px : int
+        Holes up to this size are filled first (0: the mask is taken as it is, e.g. after
+        :class:`PostProcessing` decided about holes), so labels cover exactly the mask.
 
     Returns
     -------
@@ -91,7 +94,9 @@ def measure_particles(
     from skimage.morphology import remove_small_holes
 
     # fill pinholes only: a ring of touching particles must not become one filled blob
-    m = remove_small_holes(np.asarray(mask, bool), max_size=64)
+    m = np.asarray(mask, bool)
+    if pinhole_px > 0:
+        m = remove_small_holes(m, max_size=pinhole_px)
     labels = _split_touching(m)
     unit = "nm" if pixel_size_nm else "px"
     s = float(pixel_size_nm or 1.0)

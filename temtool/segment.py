@@ -36,6 +36,7 @@ __all__ = [
     "segment_file",
     "segment_files",
     "resample",
+    "pixel_size_scale",
 ]
 
 RESAMPLE_TOLERANCE = 0.10  # relative pixel-size difference tolerated without resampling
@@ -47,6 +48,14 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     shrink = shape[0] < image.shape[0] or shape[1] < image.shape[1]
     return resize(image, shape, order=1, anti_aliasing=shrink, preserve_range=True).astype(np.float32)
+
+
+def pixel_size_scale(image_px_nm: float | None, model_px_nm: float | None) -> float:
+    """Factor that resamples an image at ``image_px_nm`` to a model's ``model_px_nm``: 1 when
+    either is unknown or they differ by at most :data:`RESAMPLE_TOLERANCE`."""
+    if image_px_nm and model_px_nm and abs(image_px_nm / model_px_nm - 1) > RESAMPLE_TOLERANCE:
+        return image_px_nm / model_px_nm
+    return 1.0
 
 
 @dataclass
@@ -194,9 +203,12 @@ class Segmenter:
             note = f"particles ~{d:.0f} px across: resampled x{scale:.3g} to the model's {target:.0f} px"
         return scale, made.get(scale), note
 
-    def scale_for(self, x: np.ndarray, pixel_size_nm: float | None) -> tuple[float, str | None]:
+    def scale_for(
+        self, x: np.ndarray, pixel_size_nm: float | None
+    ) -> tuple[float, np.ndarray | None, str | None]:
         """The resampling factor that brings a (normalised) micrograph to the model's scale,
-        and a note saying how it was chosen.
+        the prediction at that factor if choosing it already made one (on the resampled
+        grid), and a note saying how it was chosen.
 
         A model trained at one pixel size (``pixel_size_nm`` in its bundle) is matched by
         pixel size. A model trained over a range of particle sizes in px
@@ -206,17 +218,13 @@ class Segmenter:
         image is used as it is, outside it is resampled to the middle of the range.
         """
         if self.diameter_range_px:
-            scale, _, note = self._scale_by_particles(x)
-            return scale, note
-        model_px = self.pixel_size_nm
-        if pixel_size_nm and model_px and abs(pixel_size_nm / model_px - 1) > RESAMPLE_TOLERANCE:
-            return (
-                pixel_size_nm / model_px,
-                f"resampled x{pixel_size_nm / model_px:.3g} to the model's {model_px:g} nm/px",
-            )
-        if pixel_size_nm is None and model_px:
-            return 1.0, "pixel size unknown: no resampling (pass --pixel-size)"
-        return 1.0, None
+            return self._scale_by_particles(x)
+        scale = pixel_size_scale(pixel_size_nm, self.pixel_size_nm)
+        if scale != 1.0:
+            return scale, None, f"resampled x{scale:.3g} to the model's {self.pixel_size_nm:g} nm/px"
+        if pixel_size_nm is None and self.pixel_size_nm:
+            return 1.0, None, "pixel size unknown: no resampling (pass --pixel-size)"
+        return 1.0, None, None
 
     def probability(
         self, image: np.ndarray, pixel_size_nm: float | None = None, normalised: bool = False
@@ -225,11 +233,8 @@ class Segmenter:
         training unless ``normalised``, resampled to the model's scale and back, see
         :meth:`scale_for`), the TTA spread (with ``tta``), and notes on what was done."""
         x = image if normalised else self.preprocess(image)
-        if self.diameter_range_px:
-            scale, p, note = self._scale_by_particles(x)
-        else:
-            (scale, note), p = self.scale_for(x, pixel_size_nm), None
-        p = self._at_scale(x, scale, p)
+        scale, made, note = self.scale_for(x, pixel_size_nm)
+        p = self._at_scale(x, scale, made)
         prob, spread = (p[0], p[1]) if p.ndim == 3 else (p, None)
         return Probability(prob, spread, [note] if note else [], scale)
 
@@ -459,7 +464,7 @@ def segment_file(
         why = getattr(segmenter, "reason", None)
         prob, spread, notes, _ = seg.probability(image, px)
     mask, post_info = post.apply(prob, px)
-    labels, rows = measure_particles(mask, px, min_area_px=1)
+    labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
     unit = "nm" if px else "px"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

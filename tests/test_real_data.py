@@ -85,6 +85,8 @@ def test_postprocessing_drops_specks_fills_holes_and_says_what_it_did():
     assert info["min_area_px"] >= 10 and info["filled_holes_up_to_px"] > 0
     raw, _ = PostProcessing(smooth_px=0, fill_holes=False, min_area=0).apply(prob)
     assert raw[100, 100] == 0 and raw[11, 11] == 1
+    labels, _ = measure_particles(raw, None, min_area_px=1, pinhole_px=0)
+    assert np.array_equal(labels > 0, raw > 0)  # without hole filling the labels keep the hole
     # min_area in nm^2 with a pixel size: 9 px at 0.5 nm/px is 2.25 nm^2
     kept, _ = PostProcessing(smooth_px=0, min_area=2.0).apply(prob, pixel_size_nm=0.5)
     assert kept[11, 11] == 1
