@@ -24,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from temtool.data.io import IMAGE_SUFFIXES, atomic_dir, read_image, read_mask, write_png, write_tiff
+from temtool.data.io import (
+    IMAGE_SUFFIXES,
+    atomic_dir,
+    check_new_folder,
+    read_image,
+    read_mask,
+    write_png,
+    write_tiff,
+)
 from temtool.errors import ParameterError, TemtoolError, check_positive
 
 __all__ = [
@@ -134,14 +142,6 @@ def standardize(image: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ writing
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    from temtool.data.io import check_writable
-
-    check_writable(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ParameterError("out_dir", f"{out_dir} is not empty; choose another or pass --overwrite")
-
-
 def write_simulated_dataset(
     out_dir: str | os.PathLike,
     regime: str = "hrtem",
@@ -174,7 +174,7 @@ def write_simulated_dataset(
         cfg = config_for(regime, **(overrides or {}))
     except ValueError as e:
         raise ParameterError("overrides", str(e)) from None
-    _prepare_out_dir(out_dir, overwrite)
+    check_new_folder(out_dir, overwrite)
     with atomic_dir(out_dir, replace=overwrite) as tmp:
         for sub in ("images", "masks", "instances"):
             (tmp / sub).mkdir()

@@ -20,6 +20,7 @@ from temtool.errors import TemtoolError
 __all__ = [
     "atomic_dir",
     "check_writable",
+    "check_new_folder",
     "clean_stale_temporaries",
     "Micrograph",
     "IMAGE_SUFFIXES",
@@ -313,6 +314,18 @@ def check_writable(out: str | os.PathLike, param: str = "out_dir") -> Path:
         raise ParameterError(param, f"{out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ParameterError(param, f"{out}: no permission to write in {parent}")
+    return out
+
+
+def check_new_folder(out: str | os.PathLike, overwrite: bool, param: str = "out_dir") -> Path:
+    """:func:`check_writable`, and ``out`` empty or absent unless ``overwrite``."""
+    from temtool.errors import ParameterError
+
+    out = check_writable(out, param)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ParameterError(
+            param, f"{out} exists and is not empty; choose another folder or pass --overwrite"
+        )
     return out
 
 

@@ -23,7 +23,7 @@ from temtool.data.io import (
     IMAGE_SUFFIXES,
     atomic_dir,
     binarize_mask,
-    check_writable,
+    check_new_folder,
     read_h5_stack,
     read_image,
     read_mask,
@@ -200,11 +200,7 @@ def _check_out_dir(raw: Path, out_dir: Path, overwrite: bool) -> None:
             "out_dir",
             f"{out_dir} is or overlaps the raw folder {raw}; write the dataset to another folder",
         )
-    check_writable(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ParameterError(
-            "out_dir", f"{out_dir} exists and is not empty; choose another folder or pass --overwrite"
-        )
+    check_new_folder(out_dir, overwrite)
 
 
 def prepare(
