@@ -13,15 +13,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from temtool.data.dataset import STUDY_HRTEM_NM_PER_PX, STUDY_STANDARD_NM_PER_PX  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
+
+# the study's geometry: 20 nm Au at 0.124 nm/px, 5 nm Au at 0.02152 nm/px, 512x512
+STUDY = {
+    "standard": {"pixel_size_nm": STUDY_STANDARD_NM_PER_PX, "diameter_nm": 20.0},
+    "hrtem": {"pixel_size_nm": STUDY_HRTEM_NM_PER_PX, "diameter_nm": 5.0},
+}
 
 
 def main(out_dir: str = "examples/figures") -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for regime, seed in (("standard", 3), ("hrtem", 3)):
-        cfg = config_for(regime)
-        sim = simulate_image(cfg, 512, seed)
+    for regime in ("standard", "hrtem"):
+        cfg = config_for(regime, **STUDY[regime])
+        for seed in range(100):  # the first image showing three particles or more (HRTEM:
+            sim = simulate_image(cfg, 512, seed)  # of at least two fringe classes)
+            kinds = {p.get("fringe_class") for p in sim.particles}
+            if len(sim.particles) >= 3 and (regime == "standard" or len(kinds) >= 2):
+                break
         fft = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(sim.image - sim.image.mean()))))
         fig, ax = plt.subplots(1, 3, figsize=(12, 4.2))
         extent_nm = 512 * cfg.pixel_size_nm
@@ -29,7 +40,7 @@ def main(out_dir: str = "examples/figures") -> None:
         ax[0].set_title(f"{regime}: {cfg.pixel_size_nm} nm/px")
         ax[0].set_xlabel("nm")
         ax[1].imshow(sim.mask, cmap="magma", extent=(0, extent_nm, extent_nm, 0))
-        states = ", ".join(sorted({p["state"] for p in sim.particles}))
+        states = ", ".join(sorted({p.get("fringe_class", p["state"]) for p in sim.particles}))
         ax[1].set_title(f"exact mask ({len(sim.particles)} particles: {states})", fontsize=9)
         kmax = 0.5 / cfg.pixel_size_nm
         ax[2].imshow(fft, cmap="gray", extent=(-kmax, kmax, kmax, -kmax))

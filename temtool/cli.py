@@ -54,7 +54,13 @@ PixelSize = Annotated[
     Optional[float],
     O("--pixel-size", help="nm per pixel (overrides what the files or dataset say)."),
 ]
-Data = Annotated[str, O(help="Dataset folder, or a built-in: sim:standard, sim:hrtem, sim:hrtem-lowamp.")]
+Data = Annotated[
+    str,
+    O(
+        help="Dataset folder, or a built-in: sim:standard, sim:hrtem, sim:hrtem-study, "
+        "sim:standard-cpu, sim:standard-study."
+    ),
+]
 AsJson = Annotated[bool, O("--json", help="Print JSON instead of tables.")]
 Overwrite = Annotated[bool, O("--overwrite", help="Replace a non-empty output folder.")]
 Depth = Annotated[int, O(min=1, help="Number of pooling levels.")]

@@ -1,11 +1,14 @@
-"""Scores of a trained model on a dataset split, next to the Gaussian + Otsu baseline tuned the
-way a network is: its smoothing chosen on the validation split (reported in px and nm)."""
+"""Scores of a trained model on a dataset split, next to the classical baselines tuned the way a
+network is (:mod:`temtool.protocol`): Gaussian + Otsu with its smoothing chosen on the
+validation split (reported in px and nm) and, for HRTEM, the Fourier filter; on simulated data
+also Dice per particle class."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from temtool.baselines import best_otsu_sigma, otsu_segment
+from temtool import protocol
+from temtool.baselines import otsu_segment
 from temtool.data.dataset import load_dataset
 from temtool.errors import ParameterError
 from temtool.metrics import binary_scores_np, dice_np
@@ -33,15 +36,15 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
             f"{split!r} is empty or missing in {ds.path}; splits here: "
             + ", ".join(f"{k} ({len(v)})" for k, v in ds.splits.items()),
         )
-    tune_split = "val" if ds.splits.get("val") else "train"
-    tune_stems = ds.splits[tune_split][:64]
-    sigma = best_otsu_sigma([ds.images[s] for s in tune_stems], [ds.masks[s] for s in tune_stems])
-    rows, notes = [], set()
+    tuned = protocol.baselines(ds, split)
+    sigma, tune_split = tuned["otsu"]["sigma_px"], tuned["otsu"]["chosen_on"]
+    rows, notes, preds = [], set(), []
     for stem in stems:
         img, mask = ds.images[stem], ds.masks[stem]
         result = seg.probability(img, ds.pixel_size_nm, normalised=True)
         prob = result.prob
         notes.update(result.notes)
+        preds.append(prob > 0.5)
         net = binary_scores_np(mask, prob > 0.5)
         net["soft_dice"] = dice_np(mask, prob)
         base = binary_scores_np(mask, otsu_segment(img, sigma))
@@ -52,6 +55,16 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
     }
     for who in ("model", "otsu"):
         summary[who]["dice_std"] = float(np.std([r[who]["dice"] for r in rows]))
+    by_class = {}
+    classes = protocol.particle_classes(ds, stems)
+    if classes:
+        by_class["model"] = protocol.class_dice(
+            [ds.masks[s] for s in stems], preds, [classes[s] for s in stems]
+        )
+    for name, b in tuned.items():
+        if "dice_by_class" in b:
+            by_class[name] = b["dice_by_class"]
+    fourier = tuned.get("fourier")
     return {
         "model": str(bundle.path),
         "data": str(ds.path),
@@ -61,6 +74,10 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         "otsu_sigma_px": sigma,
         "otsu_sigma_nm": sigma * ds.pixel_size_nm if ds.pixel_size_nm else None,
         "otsu_sigma_chosen_on": tune_split,
+        "fourier": None
+        if fourier is None
+        else {"dice": fourier["dice"], "smooth_nm": fourier["smooth_nm"], "chosen_on": fourier["chosen_on"]},
+        "dice_by_class": by_class,
         "notes": sorted(notes),
         "mean": summary,
         "per_image": rows,

@@ -25,6 +25,55 @@ def _pm(mean: float, sd: float | None, n: int) -> str:
     return f"{mean:.3f} +- {sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
 
 
+def fmt_seeds(summary: dict | None) -> str:
+    """``0.742 +- 0.021 [0.690, 0.794] (3 seeds)`` from :func:`temtool.protocol.seed_summary`."""
+    if not summary or summary.get("mean") is None:
+        return "-"
+    if summary["n"] < 2:
+        return f"{summary['mean']:.3f} (1 seed)"
+    lo, hi = summary["ci95"]
+    return f"{summary['mean']:.3f} +- {summary['sd']:.3f} [{lo:.3f}, {hi:.3f}] ({summary['n']} seeds)"
+
+
+def baseline_label(name: str, b: dict) -> str:
+    """``Gaussian + Otsu (sigma 0.34 nm, chosen on val)`` / ``Fourier filter (...)``."""
+    if name == "otsu":
+        sigma = f"{b['sigma_nm']:.3g} nm" if b.get("sigma_nm") is not None else f"{b['sigma_px']:g} px"
+        return f"Gaussian + Otsu (sigma {sigma}, chosen on {b.get('chosen_on', 'val')})"
+    if name == "fourier":
+        return f"Fourier filter (smoothing {b['smooth_nm']:g} nm, chosen on {b.get('chosen_on', 'val')})"
+    return name
+
+
+def test_table(title: str, network: dict, baselines: dict) -> Table:
+    """Test-split hard Dice of a network (over seeds) beside the tuned baselines, with the
+    per-class Dice where the data record particle classes."""
+    classes = sorted(
+        set(network.get("by_class", {})) | {c for b in baselines.values() for c in b.get("dice_by_class", {})}
+    )
+    t = Table(title=title)
+    t.add_column("method", overflow="fold")
+    t.add_column("test hard Dice", justify="right")
+    for c in classes:
+        t.add_column(c.replace("_", " "), justify="right")
+    t.add_row(
+        network["label"],
+        fmt_seeds(network["dice"]),
+        *(
+            f"{network['by_class'][c]['mean']:.3f}" if c in network.get("by_class", {}) else "-"
+            for c in classes
+        ),
+    )
+    for name, b in baselines.items():
+        by = b.get("dice_by_class", {})
+        t.add_row(
+            baseline_label(name, b),
+            f"{b['dice']:.3f}",
+            *(f"{by[c]:.3f}" if c in by else "-" for c in classes),
+        )
+    return t
+
+
 def summary_table(title: str, data: dict[str, object]) -> Table:
     t = Table(title=title, show_header=False)
     t.add_column("", style="bold", no_wrap=True)
@@ -231,10 +280,17 @@ def training_summary(meta: dict) -> list[Table]:
     out = []
     if len(reps) > 1:
         t = Table(title="Repeats")
-        for c in ("seed", "val hard Dice", "best epoch", "epochs"):
+        for c in ("seed", "val hard Dice", "test hard Dice", "best epoch", "epochs"):
             t.add_column(c, justify="right")
         for r in reps:
-            t.add_row(str(r["seed"]), f"{r['val_hard_dice']:.3f}", str(r["best_epoch"]), str(r["epochs_run"]))
+            test = r.get("test_hard_dice")
+            t.add_row(
+                str(r["seed"]),
+                f"{r['val_hard_dice']:.3f}",
+                "-" if test is None else f"{test:.3f}",
+                str(r["best_epoch"]),
+                str(r["epochs_run"]),
+            )
         out.append(t)
     rf = f"{meta['rf_px']} px" + (f" = {meta['rf_nm']:.2f} nm" if meta.get("rf_nm") else "")
     dice = (
@@ -251,12 +307,20 @@ def training_summary(meta: dict) -> list[Table]:
                 "parameters": f"{meta['params']:,}",
                 "RF": rf,
                 "precision": meta["training"]["precision_used"],
-                "val hard Dice": dice,
+                "val hard Dice": dice + " (chose epoch and seed)",
+                "test hard Dice": fmt_seeds(m.get("test_hard_dice")),
                 "epochs run": str(m["epochs_run"]),
                 "speed": f"{m['images_per_s']:.1f} images/s",
             },
         )
     )
+    if m.get("test_hard_dice"):
+        network = {
+            "label": f"network ({Architecture.from_dict(meta['architecture']).label()})",
+            "dice": m["test_hard_dice"],
+            "by_class": m.get("test_dice_by_class", {}),
+        }
+        out.append(test_table("Test split, beside the tuned baselines", network, m.get("baselines", {})))
     return out
 
 
@@ -287,35 +351,86 @@ def evaluation_tables(res: dict) -> list[Table]:
             f"{m['precision']:.3f}",
             f"{m['recall']:.3f}",
         )
-    return [t, s, *(f"note: {n}" for n in res.get("notes", []))]
+    f = res.get("fourier")
+    if f:
+        s.add_row(
+            f"Fourier filter (smoothing {f['smooth_nm']:g} nm, chosen on {f['chosen_on']})",
+            "",
+            f"{f['dice']:.3f}",
+            "",
+            "",
+            "",
+        )
+    out = [t, s]
+    by_class = res.get("dice_by_class") or {}
+    if by_class:
+        classes = sorted({c for v in by_class.values() for c in v})
+        c = Table(title="Hard Dice per particle class (pooled over the split)")
+        c.add_column("method")
+        for name in classes:
+            c.add_column(name.replace("_", " "), justify="right")
+        for who, v in by_class.items():
+            c.add_row(
+                {"model": "network", "otsu": "Gaussian + Otsu", "fourier": "Fourier filter"}.get(who, who),
+                *(f"{v[n]:.3f}" if n in v else "-" for n in classes),
+            )
+        out.append(c)
+    return [*out, *(f"note: {n}" for n in res.get("notes", []))]
 
 
 # ------------------------------------------------------------------------------ tune
+def _trial_test(r: dict) -> str:
+    if r.get("test_hard_dice_mean") is None:
+        return "-"
+    return _pm_short(r["test_hard_dice_mean"], r.get("test_hard_dice_sd"), len(r.get("repeats", [])))
+
+
+def _pm_short(mean: float, sd: float | None, n: int) -> str:
+    return f"{mean:.3f}+-{sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
+
+
 def trial_line(r: dict) -> str:
     return (
         f"trial {r['trial_id']}: depth {r['depth']} pools {','.join(map(str, r['pools']))} "
         f"filters {r['filters'][0]}  params {r['params']:,}  RF {r['rf_px']} px  "
         f"val Dice {_pm(r['val_hard_dice_mean'], r['val_hard_dice_std'], len(r.get('repeats', [])))}  "
-        f"({r['time_s']:.0f} s)"
+        f"test Dice {_trial_test(r)}  ({r['time_s']:.0f} s)"
     )
 
 
 def trials_table(results: dict) -> Table:
-    t = Table(title=f"{Path(results['project']).name}: {results['n_trials']} trials, best first")
-    for c in ("depth", "pools", "filters", "params", "RF px", "RF nm", "val Dice", "epochs", "time s"):
+    """Every trial, best (by validation) first, with its test-split Dice; the tuned classical
+    baselines as rows of the same table (test split)."""
+    from rich import box
+
+    t = Table(
+        title=f"{Path(results['project']).name}: {results['n_trials']} trials, best on val first",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    t.add_column("network / baseline", no_wrap=True)
+    for c in ("params", "RF px", "RF nm", "val Dice", "test Dice"):
         t.add_column(c, justify="right", no_wrap=True)
     for r in results["trials"]:
+        nm = r.get("rf_nm")
         t.add_row(
-            str(r["depth"]),
-            ",".join(map(str, r["pools"])),
-            f"{r['filters'][0]}..{r['filters'][-1]}",
+            f"d{r['depth']} p{','.join(map(str, r['pools']))} f{r['filters'][0]}",
             f"{r['params']:,}",
             str(r["rf_px"]),
-            fmt_nm(r.get("rf_nm")),
-            _pm(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", []))),
-            str(r["epochs_run"]),
-            f"{r['time_s']:.0f}",
+            fmt_nm(nm),
+            _pm_short(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", []))),
+            _trial_test(r),
         )
+    baselines = results.get("baselines") or {}
+    if baselines:
+        t.add_section()
+    for name, b in baselines.items():
+        if name == "otsu":
+            sigma = f"{b['sigma_nm']:.2f} nm" if b.get("sigma_nm") is not None else f"{b['sigma_px']:g} px"
+            label = f"Otsu, sigma {sigma}"
+        else:
+            label = f"Fourier, {b['smooth_nm']:g} nm"
+        t.add_row(label, "", "", "", "", f"{b['dice']:.3f}")
     return t
 
 
@@ -324,6 +439,8 @@ def tune_summary(res: dict) -> list:
         return [f"worker {res['worker']} finished; results are collected by the chief in {res['project']}"]
     return [
         trials_table(res),
+        "val Dice chose each trial's epoch and ranks the trials; test Dice is the held-out score "
+        "(mean +- sd over seeds); baselines tuned on val, scored on test",
         f"results: {res['project']}/results.csv; best model: {res.get('best_model', '-')}",
         f"plot: temtool tune --report {res['project']}",
     ]

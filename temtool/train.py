@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from temtool import protocol
 from temtool.arch import Architecture, build_resunet
 from temtool.data.dataset import Dataset, load_dataset
 from temtool.errors import ParameterError, TemtoolError
@@ -90,6 +91,7 @@ class TrainResult:
     images_per_s: float
     precision: str
     seed: int
+    test: dict | None = None  # protocol.model_scores on the test split (None without one)
 
 
 # ---------------------------------------------------------------------------- devices
@@ -347,15 +349,37 @@ def train(
         c = cfg.with_seed(cfg.seed + r)
         if on_repeat:
             on_repeat(r, c.seed)
-        runs.append(fit(arch, ds, c, on_epoch=on_epoch))
+        run = fit(arch, ds, c, on_epoch=on_epoch)
+        if ds.splits.get("test"):  # reported, never used to choose anything
+            run.test = protocol.model_scores(run.model, ds, "test", batch_size=cfg.batch_size)
+        runs.append(run)
     best = max(runs, key=lambda t: t.best_val_hard_dice)
     return best, runs, ds
 
 
+def _test_metrics(best: TrainResult, runs: list[TrainResult]) -> dict:
+    """Test-split hard Dice over seeds (mean, sd, 95% interval), of the kept seed, per class."""
+    if any(r.test is None for r in runs):
+        return {}
+    out = {
+        "test_hard_dice": protocol.seed_summary([r.test["dice"] for r in runs]),
+        "test_hard_dice_kept": best.test["dice"],
+    }
+    classes = sorted({c for r in runs for c in r.test.get("dice_by_class", {})})
+    if classes:
+        out["test_dice_by_class"] = {
+            c: protocol.seed_summary([r.test.get("dice_by_class", {}).get(c) for r in runs]) for c in classes
+        }
+    return out
+
+
 def metrics_from_runs(best: TrainResult, runs: list[TrainResult]) -> dict:
-    """The metrics a bundle records: the kept run, every seed, mean and sd over seeds."""
+    """The metrics a bundle records (see :mod:`temtool.protocol`): test-split hard Dice over
+    seeds with its 95% interval and per class, the kept seed (chosen on validation), every
+    seed, and the validation scores that chose epochs and seeds."""
     vals = np.array([r.best_val_hard_dice for r in runs])
     return {
+        **_test_metrics(best, runs),
         "val_hard_dice": best.best_val_hard_dice,
         "best_epoch": best.best_epoch,
         "epochs_run": best.epochs_run,
@@ -366,6 +390,7 @@ def metrics_from_runs(best: TrainResult, runs: list[TrainResult]) -> dict:
                 "seed": r.seed,
                 "val_hard_dice": r.best_val_hard_dice,
                 "val_soft_dice": max(r.history.get("val_soft_dice", [float("nan")])),
+                "test_hard_dice": r.test["dice"] if r.test else None,
                 "best_epoch": r.best_epoch,
                 "epochs_run": r.epochs_run,
                 "images_per_s": r.images_per_s,
@@ -384,9 +409,14 @@ def save_training(
     ds: Dataset,
     cfg: TrainConfig,
     extra: dict | None = None,
+    baselines: dict | None = None,
 ) -> Path:
-    """Write the bundle of a training (the best seed's model, every seed's metrics)."""
+    """Write the bundle of a training (the best seed's model, every seed's metrics, and the
+    classical baselines on the same test split: given, or computed here)."""
     from temtool.bundle import write_bundle
+
+    if baselines is None and ds.splits.get("test"):
+        baselines = baseline_summary(protocol.baselines(ds, "test"))
 
     return write_bundle(
         out,
@@ -396,10 +426,15 @@ def save_training(
         regime=ds.regime,
         data=ds.summary(),
         training={**dataclasses.asdict(cfg), "precision_used": best.precision, "seed_kept": best.seed},
-        metrics=metrics_from_runs(best, runs),
+        metrics={**metrics_from_runs(best, runs), **({"baselines": baselines} if baselines else {})},
         history=best.history,
         extra=extra,
     )
+
+
+def baseline_summary(baselines: dict) -> dict:
+    """:func:`temtool.protocol.baselines` without the per-image lists (for bundles, tables)."""
+    return {name: {k: v for k, v in b.items() if k != "per_image"} for name, b in baselines.items()}
 
 
 def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:

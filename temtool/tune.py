@@ -33,13 +33,14 @@ from pathlib import Path
 import keras_tuner as kt
 import numpy as np
 
+from temtool import protocol
 from temtool.arch import Architecture, ArchitectureError, build_resunet, count_params, parse_int_list
 from temtool.bundle import remember_last_model
 from temtool.data.dataset import Dataset, dataset_name, load_dataset
 from temtool.data.io import atomic_dir, atomic_write, check_writable
 from temtool.errors import ParameterError, TemtoolError
 from temtool.receptive_field import theoretical_rf_px
-from temtool.train import TrainConfig, metrics_from_runs, save_training, train
+from temtool.train import TrainConfig, baseline_summary, metrics_from_runs, save_training, train
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVE = "val_hard_dice"
@@ -57,6 +58,7 @@ class SearchSpace:
     losses: tuple[str, ...] = ()  # empty: fixed loss from the train config
     max_params: int | None = None
     min_bottleneck_px: int = 4
+    sequences: tuple[tuple[int, ...], ...] = ()  # explicit pool sequences instead of all products
 
     def __post_init__(self):
         from temtool.metrics import LOSSES
@@ -70,6 +72,10 @@ class SearchSpace:
         bad = [v for v in self.losses if v not in LOSSES]
         if bad:
             raise ParameterError("losses", f"unknown loss {bad[0]!r}; choose from {', '.join(LOSSES)}")
+        if any(not q or any(not isinstance(v, int) or v < 1 for v in q) for q in self.sequences):
+            raise ParameterError(
+                "sequences", f"pool sequences must be positive integers, got {self.sequences}"
+            )
         if self.max_params is not None and self.max_params < 1:
             raise ParameterError("max_params", f"must be >= 1, got {self.max_params}")
 
@@ -105,8 +111,15 @@ class SearchSpace:
         )
 
     def pool_sequences(self, depth: int, patch_px: int) -> list[tuple[int, ...]]:
+        """Pool sequences of a depth that fit the patches: every product of ``pools`` (the
+        study's grid), or the explicit ``sequences`` of that length when given."""
         out = []
-        for seq in itertools.product(self.pools, repeat=depth):
+        candidates = (
+            [tuple(q) for q in self.sequences if len(q) == depth]
+            if self.sequences
+            else itertools.product(self.pools, repeat=depth)
+        )
+        for seq in candidates:
             prod = math.prod(seq)
             if patch_px % prod == 0 and patch_px // prod >= self.min_bottleneck_px:
                 out.append(tuple(seq))
@@ -143,9 +156,11 @@ class ResUNetHyperModel(kt.HyperModel):
         on_trial: Callable | None = None,
         on_epoch: Callable | None = None,
         on_trial_start: Callable | None = None,
+        baselines: dict | None = None,
     ):
         super().__init__(name="resunet")
         self.space, self.data, self.train_cfg, self.repeats = space, data, train_cfg, repeats
+        self.baselines = baselines  # computed once per search, recorded in every trial's bundle
         self.on_trial, self.on_epoch, self.on_trial_start = on_trial, on_epoch, on_trial_start
         x_tr, _ = data.arrays("train")
         self.patch_px = math.gcd(*x_tr.shape[1:3])
@@ -213,6 +228,7 @@ class ResUNetHyperModel(kt.HyperModel):
             "loss": cfg.loss,
             "val_hard_dice_mean": metrics["val_hard_dice_mean"],
             "val_hard_dice_std": metrics["val_hard_dice_std"],
+            **_test_columns(metrics),
             "val_soft_dice_mean": float(np.mean([r["val_soft_dice"] for r in metrics["repeats"]])),
             "epochs_run": int(np.mean([r.epochs_run for r in runs])),
             "time_s": time.perf_counter() - t0,
@@ -221,11 +237,28 @@ class ResUNetHyperModel(kt.HyperModel):
             "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "local"),
         }
         trial_dir.mkdir(parents=True, exist_ok=True)
-        save_training(trial_dir / "bundle", best, runs, ds, cfg, extra={"trial": record})
+        save_training(
+            trial_dir / "bundle", best, runs, ds, cfg, extra={"trial": record}, baselines=self.baselines
+        )
         atomic_write(trial_dir / "temtool_trial.json", lambda p: p.write_text(json.dumps(record, indent=1)))
         if self.on_trial:
             self.on_trial(record)
         return record
+
+
+def _test_columns(metrics: dict) -> dict:
+    """A trial's test-split hard Dice over seeds (mean, sd, 95% interval) and per class."""
+    test = metrics.get("test_hard_dice")
+    if not test:
+        return {}
+    out = {
+        "test_hard_dice_mean": test["mean"],
+        "test_hard_dice_sd": test["sd"],
+        "test_hard_dice_ci95": test["ci95"],
+    }
+    for c, v in metrics.get("test_dice_by_class", {}).items():
+        out[f"test_dice_{c}"] = v["mean"]
+    return out
 
 
 def _arch_key(depth: int, pools: tuple[int, ...], filters: int) -> str:
@@ -366,6 +399,21 @@ def distributed_env(chief: str | None = None, worker: str | None = None, worker_
     }
 
 
+def _search_baselines(ds: Dataset, root: Path) -> dict | None:
+    """The tuned classical baselines on the search's test split, computed once per project
+    (kept in baselines.json, so a resumed search does not recompute them)."""
+    if not ds.splits.get("test"):
+        return None
+    path = root / "baselines.json"
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
+    b = baseline_summary(protocol.baselines(ds, "test"))
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_text(json.dumps(b, indent=1)))
+    return b
+
+
 def tune(
     cfg: TuneConfig,
     on_trial: Callable | None = None,
@@ -406,6 +454,7 @@ def tune(
         to_stdout(on_trial),
         to_stdout(on_epoch),
         to_stdout(on_trial_start),
+        baselines=_search_baselines(ds, root),
     )
     kw = cfg.tuner_kwargs(hypermodel, project)
     # KerasTuner prints to stdout (e.g. "Reloading Tuner from ..."); keep stdout for temtool's
@@ -449,6 +498,12 @@ RESULT_COLUMNS = (
     "rf_nm",
     "val_hard_dice_mean",
     "val_hard_dice_std",
+    "test_hard_dice_mean",
+    "test_hard_dice_sd",
+    "test_hard_dice_ci95",
+    "test_dice_fringed",
+    "test_dice_weak_fringe",
+    "test_dice_off_zone",
     "val_soft_dice_mean",
     "epochs_run",
     "time_s",
@@ -477,7 +532,11 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
     rows = collect_trials(root)
     if not rows:
         raise TemtoolError(f"{root}: no finished trials yet")
-    summary = {"project": str(root), "n_trials": len(rows), **(meta or {}), "trials": rows}
+    summary = {"project": str(root), "n_trials": len(rows), **(meta or {})}
+    if (root / "baselines.json").is_file() and "baselines" not in summary:
+        with contextlib.suppress(OSError, ValueError):
+            summary["baselines"] = json.loads((root / "baselines.json").read_text())
+    summary["trials"] = rows
     atomic_write(root / "results.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -519,6 +578,12 @@ def plot_dice_vs_rf(results: dict, png: str | os.PathLike) -> Path:
 
     rows = results["trials"]
     use_nm = all(r.get("rf_nm") for r in rows)
+    on_test = all(r.get("test_hard_dice_mean") is not None for r in rows)
+    key, err = (
+        ("test_hard_dice_mean", "test_hard_dice_sd")
+        if on_test
+        else ("val_hard_dice_mean", "val_hard_dice_std")
+    )
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for params in sorted({r["params"] for r in rows}):
         sel = sorted((r for r in rows if r["params"] == params), key=lambda r: r["rf_px"])
@@ -527,15 +592,20 @@ def plot_dice_vs_rf(results: dict, png: str | os.PathLike) -> Path:
         xs = [r["rf_nm"] if use_nm else r["rf_px"] for r in sel]
         ax.errorbar(
             xs,
-            [r["val_hard_dice_mean"] for r in sel],
-            yerr=[r["val_hard_dice_std"] for r in sel],
+            [r[key] for r in sel],
+            yerr=[r[err] for r in sel],
             marker="o",
             capsize=3,
             label=label,
         )
+    styles = {"otsu": ("k", "--"), "fourier": ("0.45", ":")}
+    for name, b in (results.get("baselines") or {}).items():
+        colour, ls = styles.get(name, ("0.6", "-."))
+        label = "Gaussian + Otsu (tuned on val)" if name == "otsu" else f"{name} filter (tuned on val)"
+        ax.axhline(b["dice"], color=colour, ls=ls, lw=1.2, label=f"{label}: {b['dice']:.3f}")
     ax.set_xscale("log")
     ax.set_xlabel("receptive field (nm)" if use_nm else "receptive field (px)")
-    ax.set_ylabel("validation hard Dice")
+    ax.set_ylabel("test hard Dice (mean +- sd over seeds)" if on_test else "validation hard Dice")
     ax.set_title(Path(results["project"]).name)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -48,31 +48,57 @@ __all__ = [
     "write_simulated_dataset",
 ]
 
-# name -> {regime, n (images), size (px), overrides (simulation config), about}
+# The study's geometry (Sytwu et al. 2022): HRTEM of 5 nm Au at 0.02152 nm/px (fringe period
+# d111 = 0.2355 nm = 10.9 px) and bright-field TEM of 20 nm Au at 0.124 nm/px, 512x512 patches.
+STUDY_HRTEM_NM_PER_PX = 0.02152
+STUDY_STANDARD_NM_PER_PX = 0.124
+
+# name -> {regime, n (images), size (px), overrides (simulation config), about, scaled}
 BUILTIN: dict[str, dict] = {
     "standard": {
         "regime": "standard",
         "n": 120,
         "size": 128,
         "overrides": {"pixel_size_nm": 0.5, "particles_per_256px2": (4.0, 12.0)},
-        "about": "bright-field TEM, 20 nm Au at 0.5 nm/px, 128x128",
+        "about": "bright-field TEM, 20 nm Au at 0.5 nm/px, 128x128 (quick; not the study's sampling)",
+        "scaled": "pixel size 0.5 nm/px instead of the study's 0.124 (particles 40 px, not 161 px), "
+        "128 px crops, 120 images, particles 4-12 per 256x256",
+    },
+    "standard-study": {
+        "regime": "standard",
+        "n": 300,
+        "size": 512,
+        "overrides": {"pixel_size_nm": STUDY_STANDARD_NM_PER_PX, "diameter_nm": 20.0},
+        "about": "bright-field TEM at the study's geometry: 20 nm Au at 0.124 nm/px, 512x512",
+        "scaled": "nothing: the study's pixel size, particle size and patch size",
+    },
+    "standard-cpu": {
+        "regime": "standard",
+        "n": 120,
+        "size": 256,
+        "overrides": {"pixel_size_nm": STUDY_STANDARD_NM_PER_PX, "diameter_nm": 20.0},
+        "about": "sim:standard-study sized for a CPU: 256x256 crops, 120 images, same px scale",
+        "scaled": "256 px crops (study 512) and 120 images (study-scale set 300); pixel size and "
+        "particle size as the study, so a receptive field in px means the same",
+    },
+    "hrtem-study": {
+        "regime": "hrtem",
+        "n": 300,
+        "size": 512,
+        "overrides": {"pixel_size_nm": STUDY_HRTEM_NM_PER_PX, "diameter_nm": 5.0},
+        "about": "HRTEM at the study's geometry: 5 nm Au at 0.02152 nm/px (fringes ~11 px), 512x512",
+        "scaled": "nothing: the study's pixel size, particle size and patch size",
     },
     "hrtem": {
         "regime": "hrtem",
         "n": 120,
-        "size": 128,
-        "overrides": {
-            "pixel_size_nm": 0.04,
-            "diameter_nm": 3.0,
-            "particles_per_256px2": (4.0, 8.0),
-        },
-        "about": "HRTEM, 3 nm Au with lattice fringes at 0.04 nm/px, 128x128",
+        "size": 256,
+        "overrides": {"pixel_size_nm": STUDY_HRTEM_NM_PER_PX, "diameter_nm": 5.0},
+        "about": "sim:hrtem-study sized for a CPU: 256x256 crops, 120 images, same px scale",
+        "scaled": "256 px crops (study 512) and 120 images (study-scale set 300); pixel size, "
+        "particle size (232 px) and fringe period (11 px) as the study, so a receptive field "
+        "in px means the same",
     },
-}
-BUILTIN["hrtem-lowamp"] = {
-    **BUILTIN["hrtem"],
-    "overrides": {**BUILTIN["hrtem"]["overrides"], "amplitude_scale": (0.2, 0.3)},
-    "about": "HRTEM with minimal amplitude contrast (fringes must decide), 128x128",
 }
 
 
@@ -153,10 +179,12 @@ def write_simulated_dataset(
     overrides: dict | None = None,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress=None,
+    notes: dict | None = None,
 ) -> Path:
     """Simulate ``n`` micrographs and write them in the dataset layout, atomically.
 
-    ``progress`` is called with the number of images done. Returns the dataset folder.
+    ``progress`` is called with the number of images done; ``notes`` are recorded in
+    dataset.json (built-ins say what was scaled from the study). Returns the dataset folder.
     """
     from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 
@@ -206,6 +234,7 @@ def write_simulated_dataset(
             "size_px": size,
             "n_images": n,
             "seed": seed,
+            **({"notes": notes} if notes else {}),
             "config": _jsonable(cfg.__dict__),
             "splits": split_stems(stems, split, seed=None),  # simulated images are i.i.d.
             "images": _jsonable(records),
@@ -225,9 +254,13 @@ def _jsonable(x):
 
 
 def builtin_path(name: str) -> Path:
+    import hashlib
+
     from temtool.data.simulate import GENERATOR_VERSION
 
-    return cache_dir() / "datasets" / f"sim-{name}-g{GENERATOR_VERSION}"
+    spec = json.dumps(BUILTIN.get(name, {}), sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(spec).hexdigest()[:8]  # a changed recipe is a new dataset
+    return cache_dir() / "datasets" / f"sim-{name}-g{GENERATOR_VERSION}-{digest}"
 
 
 def ensure_builtin(name: str, progress=None) -> Path:
@@ -251,6 +284,7 @@ def ensure_builtin(name: str, progress=None) -> Path:
             overwrite=True,
             overrides=spec["overrides"],
             progress=progress,
+            notes={"builtin": f"sim:{name}", "about": spec["about"], "scaled": spec["scaled"]},
         )
     except OSError:
         if not (path / "dataset.json").is_file():  # another process may have won the race
@@ -265,7 +299,11 @@ def resolve_data(spec: str | os.PathLike, option: str = "--data") -> Path:
         return ensure_builtin(s[4:])
     path = Path(s)
     if not path.exists():
-        raise TemtoolError(f"{option} {path}: no such folder (or use a built-in: sim:standard, sim:hrtem)")
+        raise TemtoolError(
+            f"{option} {path}: no such folder (or use a built-in: "
+            + ", ".join(f"sim:{k}" for k in BUILTIN)
+            + ")"
+        )
     if not path.is_dir():
         raise TemtoolError(f"{option} {path}: not a folder; a dataset has images/ and masks/ inside")
     return path

@@ -11,10 +11,23 @@ Two regimes, after ``shared/docs/simulation.md``:
     on an atomistic amorphous-carbon film, with an amplitude-contrast scale that can be made
     small so that fringes and weak texture must carry the decision.
 
+    Calibrated (generator 2.0) against the study's real HRTEM patches
+    (``benchmarks/hrtem_calibration.py``; real: particles 0.2-0.8 background sd darker,
+    Gaussian + Otsu Dice 0.37-0.86): the carbon film's thickness varies over nm (it changes
+    the atom count per column and the absorption), the illumination is non-uniform (a
+    gradient and a smooth random field), fringe visibility is continuous (lattice strength
+    drawn log-uniform, so many particles show weak fringes; per particle ``fringe_class`` is
+    ``fringed``, ``weak_fringe`` or ``off_zone``), a third of the crystalline particles have a
+    second domain across a twin plane with its own orientation and visibility (partial
+    fringes), and a disordered surface shell (0.15-0.6 nm) without fringes means the lattice
+    does not end at the mask edge.
+
 Image formation (both regimes): exit wave
 ``psi = exp(-0.5 * a * sum(t / Lambda)) * exp(i * sigma * V * t + i * phi_carbon)``,
-image ``|IFFT(FFT(psi) * exp(-i chi) * E_t * E_s * A)|^2``, detector blur, Poisson noise at
-the dose, normalised to the incident intensity (flat vacuum = 1). ``a`` is the amplitude scale
+image ``|IFFT(FFT(psi) * exp(-i chi) * E_t * E_s * A)|^2``, illumination non-uniformity,
+Poisson noise at the dose, then the detector blur (so the shot noise is correlated over
+neighbouring pixels, as on a real camera), normalised to the incident intensity (flat vacuum
+= 1). ``a`` is the amplitude scale
 (HRTEM only, 1 for standard): low values mean minimal amplitude contrast.
 
 Every random quantity is drawn from a range held in a config dataclass; the drawn values of
@@ -49,7 +62,7 @@ __all__ = [
     "AU_LATTICE_NM",
 ]
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 AU_LATTICE_NM = 0.4078
 Range = tuple[float, float]
 
@@ -125,13 +138,22 @@ class HRTEMConfig(_Common):
     particles_per_256px2: Range = (0.25, 0.75)  # 1 to 3 per 512x512
     # state probabilities: on-zone [110], [100], [111]; one fringe set {111}, {200}; off-zone
     state_weights: tuple[float, ...] = (0.225, 0.1125, 0.1125, 0.1667, 0.0833, 0.30)
-    lattice_strength: Range = (0.3, 0.7)
+    lattice_strength: Range = (0.05, 0.7)  # log-uniform: fringe visibility is continuous
+    weak_fringe_below: float = 0.2  # lattice strength under which fringes count as weak
+    twin_fraction: float = 0.35  # particles with a second crystal domain (twin / partial fringes)
+    disordered_shell_nm: Range = (0.15, 0.6)  # surface layer without fringes
     debye_waller_A2: float = 0.6
     absorption_on_zone_nm: Range = (15.0, 50.0)
     absorption_one_set_nm: Range = (20.0, 60.0)
     absorption_off_zone_nm: Range = (25.0, 70.0)
     amplitude_scale: Range = (0.2, 1.0)  # log-uniform; multiplies t / Lambda
     carbon_thickness_nm: Range = (3.0, 12.0)
+    carbon_thickness_variation: Range = (0.1, 0.4)  # long-range, relative
+    carbon_correlation_nm: Range = (2.0, 8.0)
+    carbon_absorption_nm: Range = (80.0, 200.0)
+    illumination_gradient: Range = (0.0, 0.12)
+    illumination_variation: Range = (0.0, 0.06)  # smooth random field, relative
+    illumination_correlation_nm: Range = (2.0, 6.0)
     carbon_density_per_A3: float = 0.1
     carbon_atom_sigma_A: float = 0.4
     carbon_fe0_A: float = 2.5
@@ -163,6 +185,8 @@ _MAY_BE_ZERO = {
     "carbon_thickness_variation",
     "carbon_phase_rad",
     "illumination_gradient",
+    "illumination_variation",
+    "disordered_shell_nm",
     "lattice_strength",
     "debye_waller_A2",
     "focal_spread_nm",
@@ -172,7 +196,13 @@ _MAY_BE_ZERO = {
     "carbon_inner_potential_v",
     "pad_px",
 }
-_FRACTIONS = {"ellipse_fraction", "touching_fraction", "corrected_fraction"}
+_FRACTIONS = {
+    "ellipse_fraction",
+    "touching_fraction",
+    "corrected_fraction",
+    "twin_fraction",
+    "weak_fringe_below",
+}
 
 
 def _coerce(k: str, v, default) -> tuple:
@@ -284,6 +314,7 @@ def _correlated_noise(rng, shape, sigma_px: float) -> np.ndarray:
     z = rng.standard_normal(shape).astype(np.float32)
     if sigma_px > 0.3:
         z = sfft.ifft2(ndi.fourier_gaussian(sfft.fft2(z), sigma_px)).real.astype(np.float32)
+    z -= z.mean()  # a correlation length near the field size leaves mostly the mean: remove it
     s = z.std()
     return z / s if s > 0 else z
 
@@ -394,7 +425,7 @@ def _thickness(part: dict, shape, px_nm: float):
     inside = rho < 1
     a_nm, b_nm = (q * px_nm for q in part["semi_axes_px"])
     t = np.where(inside, (a_nm + b_nm) * np.clip(1 - rho**2, 0, None) ** 0.3, 0).astype(np.float32)
-    return box, yy, xx, t, inside
+    return box, yy, xx, t, inside, rho
 
 
 # ----------------------------------------------------------------------------- optics
@@ -443,7 +474,10 @@ def _form_image(rng, psi, params, px_nm, lam, field_slice):
     )
     wave = sfft.ifft2(sfft.fft2(psi) * h)[field_slice]
     img = (wave.real**2 + wave.imag**2).astype(np.float32)
-    img = ndi.gaussian_filter(img, params["mtf_sigma_px"], mode="reflect")
+    if params.get("illumination_variation"):  # smooth non-uniform illumination
+        corr_px = params["illumination_correlation_nm"] / px_nm
+        field = _correlated_noise(rng, img.shape, corr_px)
+        img = img * np.maximum(1 + params["illumination_variation"] * field, 0.05).astype(np.float32)
     if params.get("illumination_gradient"):
         g = params["illumination_gradient"]
         n0, n1 = img.shape
@@ -455,6 +489,9 @@ def _form_image(rng, psi, params, px_nm, lam, field_slice):
         img = img * (1 + g * ramp).astype(np.float32)
     counts = params["dose_e_per_A2"] * (px_nm * 10) ** 2
     noisy = rng.poisson(np.maximum(img, 0) * counts).astype(np.float32) / np.float32(counts)
+    # the detector spreads each detected electron (its MTF) after the shot noise, so the
+    # noise is correlated over neighbouring pixels as on a real camera
+    noisy = ndi.gaussian_filter(noisy, params["mtf_sigma_px"], mode="reflect")
     return noisy, counts
 
 
@@ -540,7 +577,7 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
         geom = _thickness(part, shape, px)
         if geom is None:
             continue
-        box, _, _, t, inside = geom
+        box, _, _, t, inside, _ = geom
         phase[box] += sigma * p["au_inner_potential_v"] * t
         absorb[box] += t / (p["au_absorption_nm"] * part["absorption_factor"])
         mask[box] |= inside
@@ -549,8 +586,8 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
     return _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam)
 
 
-def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
-    pad, m, px, lam, sigma = _geometry(cfg, size)
+def _hrtem_optics(rng, cfg: HRTEMConfig, lam: float) -> dict:
+    """Per-image optics, dose, illumination and carbon of an HRTEM micrograph."""
     corrected = bool(rng.random() < cfg.corrected_fraction)
     if corrected:
         cs_mm = _u(rng, cfg.cs_corrected_um) * 1e-3
@@ -558,7 +595,7 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
     else:
         cs_mm = _u(rng, cfg.cs_uncorrected_mm)
         df = -1.2 * math.sqrt(cs_mm * 1e6 * lam) + _u(rng, cfg.defocus_from_scherzer_nm)
-    p = {
+    return {
         "corrected": corrected,
         "cs_mm": cs_mm,
         "defocus_nm": df,
@@ -569,17 +606,80 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         "dose_e_per_A2": _logu(rng, cfg.dose_e_per_A2),
         "amplitude_scale": _logu(rng, cfg.amplitude_scale),
         "carbon_thickness_nm": _u(rng, cfg.carbon_thickness_nm),
+        "carbon_thickness_variation": _u(rng, cfg.carbon_thickness_variation),
+        "carbon_correlation_nm": _u(rng, cfg.carbon_correlation_nm),
+        "carbon_absorption_nm": _u(rng, cfg.carbon_absorption_nm),
+        "illumination_gradient": _u(rng, cfg.illumination_gradient),
+        "illumination_direction_rad": float(rng.uniform(0, 2 * math.pi)),
+        "illumination_variation": _u(rng, cfg.illumination_variation),
+        "illumination_correlation_nm": _u(rng, cfg.illumination_correlation_nm),
         "au_inner_potential_v": _u(rng, cfg.au_inner_potential_v),
     }
-    shape = (m, m)
-    # amorphous carbon: Poisson atoms per column, each a Gaussian blob of projected potential
+
+
+def _amorphous_carbon(rng, cfg: HRTEMConfig, p: dict, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Phase and absorption of an amorphous carbon film whose thickness varies over nm:
+    a Poisson number of C atoms per pixel column (mean set by the local thickness), each a
+    Gaussian blob of projected potential."""
+    px = cfg.pixel_size_nm
     px_a = px * 10
-    atoms = rng.poisson(cfg.carbon_density_per_A3 * p["carbon_thickness_nm"] * 10 * px_a**2, size=shape)
+    t_c = p["carbon_thickness_nm"] * np.maximum(
+        1 + p["carbon_thickness_variation"] * _correlated_noise(rng, shape, p["carbon_correlation_nm"] / px),
+        0,
+    )
+    atoms = rng.poisson(cfg.carbon_density_per_A3 * t_c * 10 * px_a**2)
     # integrated projected potential of one atom: 2 pi a0 e f_e(0) = 47.878 V A^2 * f(0)[A]
-    atom_phase_a2 = sigma / 10 * 47.878 * cfg.carbon_fe0_A  # rad A^2
+    atom_phase_a2 = interaction_constant(cfg.voltage_kv) / 10 * 47.878 * cfg.carbon_fe0_A  # rad A^2
     phase = ndi.gaussian_filter(atoms.astype(np.float32), cfg.carbon_atom_sigma_A / px_a, mode="wrap")
     phase *= np.float32(atom_phase_a2 / px_a**2)
-    absorb = np.zeros(shape, np.float32)
+    return phase, (t_c / p["carbon_absorption_nm"]).astype(np.float32)
+
+
+def _fringe_class(part: dict, cfg: HRTEMConfig) -> str:
+    """``fringed``, ``weak_fringe`` or ``off_zone``: how visible the particle's lattice is."""
+    if not part["reflections"]:
+        return "off_zone"
+    return "weak_fringe" if part["lattice_strength"] < cfg.weak_fringe_below else "fringed"
+
+
+def _lattice_potential(rng, cfg: HRTEMConfig, part: dict, yy, xx, rho) -> np.ndarray:
+    """The fringe part of a particle's projected potential (V) on its box: one crystal domain,
+    or two split by a twin plane (the second with its own orientation and visibility, often
+    fringe-free: partial fringes); fading to nothing over a disordered surface shell."""
+    px = cfg.pixel_size_nm
+    b_nm2 = cfg.debye_waller_A2 / 100
+    y_nm, x_nm = yy * px, xx * px
+
+    def domain(gs, strength):
+        out = np.zeros(yy.shape, np.float32)
+        r0 = rng.uniform(0, AU_LATTICE_NM, size=2)
+        for gx, gy, name in gs:
+            amp = strength * 2 * _VG[name] * math.exp(-b_nm2 * (gx * gx + gy * gy) / 4)
+            out += np.float32(amp) * np.cos(2 * np.pi * (gx * (x_nm - r0[1]) + gy * (y_nm - r0[0])))
+        return out
+
+    gs = [(r["g_per_nm"][0], r["g_per_nm"][1], r["hkl"]) for r in part["reflections"]]
+    lattice = domain(gs, part["lattice_strength"])
+    if gs and rng.random() < cfg.twin_fraction:
+        cy, cx = part["centre_px"]
+        normal = rng.uniform(0, 2 * math.pi)
+        offset = rng.uniform(-0.5, 0.5) * min(part["semi_axes_px"])
+        side = (math.cos(normal) * (xx - cx) + math.sin(normal) * (yy - cy)) > offset
+        state2 = HRTEM_STATES[int(rng.integers(len(HRTEM_STATES)))]
+        strength2 = part["lattice_strength"] * float(rng.uniform(0, 1))
+        gs2 = _lattice_g(state2, float(rng.uniform(0, 2 * math.pi)), AU_LATTICE_NM)
+        lattice = np.where(side, domain(gs2, strength2), lattice)
+        part["twin"] = {"state": state2, "lattice_strength": strength2}
+    shell_px = part["disordered_shell_nm"] / px
+    depth_px = (1 - rho) * min(part["semi_axes_px"])  # approximate distance inside the outline
+    return lattice * np.clip(depth_px / max(shell_px, 1e-6), 0, 1).astype(np.float32)
+
+
+def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
+    pad, m, px, lam, sigma = _geometry(cfg, size)
+    p = _hrtem_optics(rng, cfg, lam)
+    shape = (m, m)
+    phase, absorb = _amorphous_carbon(rng, cfg, p, shape)
     particles = _draw_particles(rng, cfg, size, pad)
     weights = np.asarray(cfg.state_weights, float)
     weights /= weights.sum()
@@ -589,7 +689,11 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         part["state"] = state
         rot = float(rng.uniform(0, 2 * math.pi))
         part["lattice_rotation_rad"] = rot
-        part["lattice_strength"] = s = _u(rng, cfg.lattice_strength)
+        lo, hi = cfg.lattice_strength
+        part["lattice_strength"] = (
+            _logu(rng, cfg.lattice_strength) if lo > 0 else _u(rng, cfg.lattice_strength)
+        )
+        part["disordered_shell_nm"] = _u(rng, cfg.disordered_shell_nm)
         lam_key = (
             "absorption_on_zone_nm"
             if state.startswith("zone")
@@ -600,18 +704,12 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         part["absorption_nm"] = _u(rng, getattr(cfg, lam_key))
         gs = _lattice_g(state, rot, AU_LATTICE_NM)
         part["reflections"] = [{"g_per_nm": [gx, gy], "hkl": n} for gx, gy, n in gs]
+        part["fringe_class"] = _fringe_class(part, cfg)
         geom = _thickness(part, shape, px)
         if geom is None:
             continue
-        box, yy, xx, t, inside = geom
-        pot = np.full(t.shape, p["au_inner_potential_v"], np.float32)
-        y_nm, x_nm = yy * px, xx * px
-        r0 = rng.uniform(0, AU_LATTICE_NM, size=2)
-        b_nm2 = cfg.debye_waller_A2 / 100
-        for gx, gy, name in gs:
-            g2 = gx * gx + gy * gy
-            amp = s * 2 * _VG[name] * math.exp(-b_nm2 * g2 / 4)
-            pot += np.float32(amp) * np.cos(2 * np.pi * (gx * (x_nm - r0[1]) + gy * (y_nm - r0[0])))
+        box, yy, xx, t, inside, rho = geom
+        pot = p["au_inner_potential_v"] + _lattice_potential(rng, cfg, part, yy, xx, rho)
         phase[box] += sigma * pot * t
         absorb[box] += p["amplitude_scale"] * t / part["absorption_nm"]
         mask[box] |= inside
