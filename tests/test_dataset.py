@@ -69,7 +69,12 @@ def test_builtin_dataset_is_cached_and_loads(tmp_path, monkeypatch):
     x, y = ds.arrays("train")
     assert x.shape == (7, 64, 64, 1) and y.shape == (7, 64, 64)
     assert abs(float(x[0].mean())) < 1e-4 and float(x[0].std()) == pytest.approx(1, rel=1e-3)
-    assert ds.pixel_size_nm == pytest.approx(0.04)
+    assert ds.pixel_size_nm == pytest.approx(dsm.STUDY_HRTEM_NM_PER_PX)
+    notes = json.loads((p1 / "dataset.json").read_text())["notes"]
+    assert notes["builtin"] == "sim:tiny" and "study" in notes["scaled"]
+    # a changed recipe is a new dataset, never the stale cached one
+    monkeypatch.setitem(dsm.BUILTIN, "tiny", {**dsm.BUILTIN["tiny"], "n": 12})
+    assert dsm.builtin_path("tiny") != p1
     with pytest.raises(TemtoolError, match="sim:standard"):
         resolve_data("sim:nope")
 

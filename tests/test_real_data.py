@@ -40,7 +40,13 @@ def test_real_bright_field_micrographs_are_standard_even_with_a_few_bragg_spots(
 
 
 def test_hrtem_with_fringes_is_recognised_with_and_without_pixel_size():
-    cfg = config_for("hrtem", state_weights=(1, 0, 0, 0, 0, 0), amplitude_scale=0.3)
+    cfg = config_for(  # clearly fringed [110] particles (no weak lattice, no twin domain)
+        "hrtem",
+        state_weights=(1, 0, 0, 0, 0, 0),
+        amplitude_scale=0.3,
+        lattice_strength=(0.3, 0.7),
+        twin_fraction=0,
+    )
     with_px, without = [], []
     for seed in range(6):
         img = simulate_image(cfg, 512, seed).image
