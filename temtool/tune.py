@@ -341,7 +341,7 @@ class TuneConfig:
     overwrite: bool = False
     seed: int = 0
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=10, lr=1e-3, batch_size=8, patience=10)
+        default_factory=lambda: TrainConfig(epochs=8, lr=1e-3, batch_size=8, patience=10)
     )
     space: SearchSpace = field(default_factory=SearchSpace)
     pixel_size_nm: float | None = None

@@ -187,3 +187,14 @@ def test_grid_over_several_depths_runs_every_architecture(run_cli, small_data, t
     assert code == 0, err
     res = json.loads(out)
     assert sorted((r["depth"], tuple(r["pools"])) for r in res["trials"]) == [(2, (2, 2)), (3, (2, 2, 2))]
+
+
+def test_explicit_pool_sequences_replace_the_product_grid():
+    from temtool.errors import ParameterError
+
+    space = SearchSpace(depths=(3,), base_filters=(4,), sequences=((1, 1, 4), (2, 2, 2), (8, 8, 8), (2, 2)))
+    # only sequences of the depth, and only those that fit 256 px patches (8*8*8 does not)
+    assert space.pool_sequences(3, 256) == [(1, 1, 4), (2, 2, 2)]
+    assert len(SearchSpace(depths=(3,), pools=(2, 4)).pool_sequences(3, 256)) == 8
+    with pytest.raises(ParameterError):
+        SearchSpace(sequences=((2, 0),))
