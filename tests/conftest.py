@@ -11,9 +11,17 @@ REAL_DATA = os.path.abspath(os.path.join(SHARED, "data", "msa-seg-track-train"))
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
-    """Tests never read or write the user's cache (built-in datasets, last model)."""
-    if "TEMTOOL_CACHE" not in os.environ:
+    """Tests never read or write the user's cache (built-in datasets, last model), and the
+    model one test trains is never the "most recent model" of the next (test order must not
+    matter): the shared test cache forgets it after each test."""
+    own = "TEMTOOL_CACHE" not in os.environ
+    if own:
         monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path_factory.getbasetemp() / "temtool-cache"))
+    yield
+    if own:  # never touch a cache the caller chose
+        from temtool.data.dataset import cache_dir
+
+        (cache_dir() / "last_model.txt").unlink(missing_ok=True)
 
 
 @pytest.fixture
