@@ -120,15 +120,19 @@ def class_dice(
     return {n: 2 * inter[n] / total[n] for n in sorted(inter) if total[n] > 0}
 
 
-def score_split(ds, split: str, predict_masks: Callable[[list[str]], list[np.ndarray]]) -> dict:
-    """Hard Dice of predicted masks on one split: mean, per image, per class (simulated)."""
+def score_split(
+    ds, split: str, predict_masks: Callable[[list[str]], list[np.ndarray]], classes: dict | None = None
+) -> dict:
+    """Hard Dice of predicted masks on one split: mean, per image, per class (simulated).
+    ``classes``: :func:`particle_classes` of the split when already read (else read here)."""
     stems = ds.splits.get(split) or []
     preds = predict_masks(stems)
     truths = [ds.masks[s] for s in stems]
     per_image = [hard_dice(t, p) for t, p in zip(truths, preds)]
     out = {"split": split, "n_images": len(stems), "dice": float(np.mean(per_image)) if stems else None}
     out["dice_sd_over_images"] = float(np.std(per_image)) if stems else None
-    classes = particle_classes(ds, stems) if stems else None
+    if classes is None and stems:
+        classes = particle_classes(ds, stems)
     if classes:
         out["dice_by_class"] = class_dice(truths, preds, [classes[s] for s in stems])
     out["per_image"] = dict(zip(stems, per_image))
@@ -162,7 +166,9 @@ def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_i
     images, masks = [ds.images[s] for s in tune_stems], [ds.masks[s] for s in tune_stems]
     sigma = best_otsu_sigma(images, masks, OTSU_SIGMAS_PX)
     px = ds.pixel_size_nm
-    otsu = score_split(ds, split, lambda stems: [otsu_segment(ds.images[s], sigma) for s in stems])
+    stems = ds.splits.get(split) or []
+    classes = (particle_classes(ds, stems) if stems else None) or {}  # read once for both baselines
+    otsu = score_split(ds, split, lambda stems: [otsu_segment(ds.images[s], sigma) for s in stems], classes)
     otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on)
     out = {"otsu": otsu}
     if fourier is None:
@@ -170,7 +176,10 @@ def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_i
     if fourier and px:
         smooth = best_fourier_smooth(ds, tune_stems)
         four = score_split(
-            ds, split, lambda stems: [fourier_segment(ds.images[s], px, smooth_nm=smooth) for s in stems]
+            ds,
+            split,
+            lambda stems: [fourier_segment(ds.images[s], px, smooth_nm=smooth) for s in stems],
+            classes,
         )
         four.update(smooth_nm=smooth, chosen_on=tune_on)
         out["fourier"] = four

@@ -21,8 +21,8 @@ def fmt_nm(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _pm(mean: float, sd: float | None, n: int) -> str:
-    return f"{mean:.3f} +- {sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
+def _pm(mean: float, sd: float | None, n: int, sep: str = " +- ") -> str:
+    return f"{mean:.3f}{sep}{sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
 
 
 def fmt_seeds(summary: dict | None) -> str:
@@ -354,7 +354,7 @@ def evaluation_tables(res: dict) -> list[Table]:
     f = res.get("fourier")
     if f:
         s.add_row(
-            f"Fourier filter (smoothing {f['smooth_nm']:g} nm, chosen on {f['chosen_on']})",
+            baseline_label("fourier", f),
             "",
             f"{f['dice']:.3f}",
             "",
@@ -382,11 +382,7 @@ def evaluation_tables(res: dict) -> list[Table]:
 def _trial_test(r: dict) -> str:
     if r.get("test_hard_dice_mean") is None:
         return "-"
-    return _pm_short(r["test_hard_dice_mean"], r.get("test_hard_dice_sd"), len(r.get("repeats", [])))
-
-
-def _pm_short(mean: float, sd: float | None, n: int) -> str:
-    return f"{mean:.3f}+-{sd:.3f}" if n > 1 and sd is not None else f"{mean:.3f}"
+    return _pm(r["test_hard_dice_mean"], r.get("test_hard_dice_sd"), len(r.get("repeats", [])), "+-")
 
 
 def trial_line(r: dict) -> str:
@@ -418,7 +414,7 @@ def trials_table(results: dict) -> Table:
             f"{r['params']:,}",
             str(r["rf_px"]),
             fmt_nm(nm),
-            _pm_short(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", []))),
+            _pm(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", [])), "+-"),
             _trial_test(r),
         )
     baselines = results.get("baselines") or {}

@@ -689,10 +689,8 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         part["state"] = state
         rot = float(rng.uniform(0, 2 * math.pi))
         part["lattice_rotation_rad"] = rot
-        lo, hi = cfg.lattice_strength
-        part["lattice_strength"] = (
-            _logu(rng, cfg.lattice_strength) if lo > 0 else _u(rng, cfg.lattice_strength)
-        )
+        draw = _logu if cfg.lattice_strength[0] > 0 else _u  # log-uniform unless it may be 0
+        part["lattice_strength"] = draw(rng, cfg.lattice_strength)
         part["disordered_shell_nm"] = _u(rng, cfg.disordered_shell_nm)
         lam_key = (
             "absorption_on_zone_nm"
