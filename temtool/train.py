@@ -11,6 +11,8 @@ import dataclasses
 import importlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,6 +248,44 @@ class EpochReporter(keras.callbacks.Callback):
         self.report(epoch, dict(logs or {}), self.n_images / dt if dt > 0 else float("nan"))
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ctrl-C during ``fit``, made safe: the SIGINT handler only sets a flag, and the next batch
+    boundary raises ``KeyboardInterrupt`` from Python. Raised by the default handler, the
+    interrupt can land inside a compiled training step and surface as a ``SystemError`` from
+    the backend (which KerasTuner then records as a failed trial). A second Ctrl-C interrupts
+    at once. Outside the main thread the callback does nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:  # second Ctrl-C: do not wait for the batch to end
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _check(self, *args, **kwargs):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+    def restore(self) -> None:
+        """Put back the SIGINT handler that was there before training (idempotent)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, logs=None):
+        self.restore()
+        self._check()
+
+
 # ------------------------------------------------------------------------------ fitting
 def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
     model.compile(
@@ -303,13 +343,17 @@ def fit(
         val = None
         if has_val:  # fixed order, no augmentation; read per batch when streaming
             val = DihedralFeeder(x_va, y_va, cfg.batch_size, augment=False, shuffle=False)
-        hist = model.fit(
-            feeder,
-            epochs=cfg.epochs,
-            validation_data=val,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        interrupt = StopOnInterrupt()
+        try:
+            hist = model.fit(
+                feeder,
+                epochs=cfg.epochs,
+                validation_data=val,
+                callbacks=[interrupt, *callbacks],
+                verbose=0,
+            )
+        finally:  # an exception skips on_train_end: restore the handler here too
+            interrupt.restore()
         dt = time.perf_counter() - t0
     finally:
         keras.config.set_dtype_policy(previous)

@@ -201,3 +201,35 @@ def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data):
     assert r.model.get_layer("enc0_conv1").compute_dtype == "bfloat16"
     assert keras.backend.standardize_dtype(r.model.outputs[0].dtype) == "float32"
     assert np.isfinite(r.history["loss"]).all()
+
+
+@pytest.mark.jax
+def test_ctrl_c_during_fit_stops_at_a_batch_boundary(tiny_data):
+    """SIGINT during fit only sets a flag; the next batch boundary raises KeyboardInterrupt
+    from Python (never from inside a compiled step), and the old handler comes back."""
+    import os
+    import signal
+
+    from temtool.data.dataset import load_dataset
+    from temtool.train import TrainConfig, fit
+
+    batches, models = [], []
+
+    class SendCtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            batches.append(batch)
+            models.append(self.model)
+            if len(batches) == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives before the step runs
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            Architecture.create(depth=2, pool=2, filters=2),
+            load_dataset(tiny_data),
+            TrainConfig(epochs=5, batch_size=2, augment=False),
+            extra_callbacks=[SendCtrlC()],
+        )
+    assert len(batches) == 2  # stopped right after the batch during which Ctrl-C came...
+    assert int(models[0].optimizer.iterations.numpy()) == 2  # ...which ran to its end
+    assert signal.getsignal(signal.SIGINT) is before
