@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-import keras
+from typing import TYPE_CHECKING
 
 from temtool.errors import ArchitectureError
+
+if TYPE_CHECKING:  # Keras is imported where a model is built or read, not with the description
+    import keras
 
 __all__ = [
     "ArchitectureError",
@@ -160,6 +162,8 @@ class Architecture:
     def of_model(cls, model: keras.Model) -> Architecture:
         """Read the description back from a model built by :func:`build_resunet` (its layer
         names and shapes); ``ValueError`` if the model is not one."""
+        import keras
+
         by_name = {layer.name: layer for layer in model.layers}
         pools = [
             int(layer.pool_size[0]) for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)
@@ -184,6 +188,8 @@ class Architecture:
 
 def _residual_block(x, filters: int, kernel_size: int, name: str):
     """conv-BN-ReLU-conv-BN plus a 1x1 projection of the input, added, then ReLU."""
+    import keras
+
     layers = keras.layers
     skip = layers.Conv2D(filters, 1, padding="same", name=f"{name}_skip")(x)
     y = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv1")(x)
@@ -216,6 +222,8 @@ def build_resunet(
         Maps ``(N, H, W, 1)`` images to ``(N, H, W, n_classes)`` float32 logits, whatever the
         global dtype policy (mixed precision computes the body in float16/bfloat16).
     """
+    import keras
+
     h, w = input_shape
     if h is not None and w is not None:
         arch.check_input_size(h, w)

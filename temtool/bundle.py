@@ -21,14 +21,24 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from temtool import __version__
 from temtool.arch import Architecture
-from temtool.errors import TemtoolError
+from temtool.errors import ParameterError, TemtoolError
 
-__all__ = ["BUNDLE_FORMAT", "NORMALISATIONS", "Bundle", "write_bundle", "load_bundle", "remember_last_model"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "NORMALISATIONS",
+    "Bundle",
+    "write_bundle",
+    "load_bundle",
+    "add_onnx",
+    "remember_last_model",
+]
 
 BUNDLE_FORMAT = "temtool-bundle/1"
 NORMALISATIONS = ("per_image_standardize",)
@@ -56,6 +66,38 @@ class Bundle:
         if self._model is None:
             self._model = _load_model(self.path, self.arch)
         return self._model
+
+    def inference_model(self, runtime: str = "auto"):
+        """``(model, runtime)``: what runs the network for inference. ``"onnx"``: the bundle's
+        checked ONNX graph under ONNX Runtime (no Keras import; see :mod:`temtool.runtime`);
+        ``"keras"``: :attr:`model`; ``"auto"``: ONNX when the bundle has a graph that matches
+        its model.keras and ONNX Runtime is installed, else Keras."""
+        from temtool.runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime != "keras":
+            why = self._onnx_problem()
+            if why is None:
+                from temtool.runtime import OnnxModel
+
+                return OnnxModel(self.path / self.metadata["onnx"]["file"]), "onnx"
+            if runtime == "onnx":
+                raise TemtoolError(f"{self.path}: cannot run with ONNX Runtime: {why}")
+        return self.model, "keras"
+
+    def _onnx_problem(self) -> str | None:
+        """Why the bundle's ONNX graph cannot be used (None when it can)."""
+        from temtool.runtime import onnx_available
+
+        entry = self.metadata.get("onnx")
+        if not isinstance(entry, dict) or not (self.path / str(entry.get("file", ""))).is_file():
+            return "the bundle has no model.onnx (temtool.bundle.add_onnx writes one)"
+        if entry.get("keras_sha256") != _sha256(self.path / "model.keras"):
+            return "model.onnx was made from another model.keras than the one in the bundle"
+        if not onnx_available():
+            return "onnxruntime is not installed"
+        return None
 
     @property
     def rf_nm(self) -> float | None:
@@ -126,10 +168,47 @@ def write_bundle(
     }
     with atomic_dir(out) as tmp:
         _inference_copy(model).save(tmp / "model.keras")
+        meta["onnx"] = _write_onnx(model, arch, tmp)
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=2, default=float))
         if history:
             (tmp / "history.csv").write_text(_history_csv(history))
     return Path(out)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_onnx(model, arch: Architecture, folder: Path) -> dict | None:
+    """Write the ONNX graph of ``model`` beside its model.keras (see :mod:`temtool.runtime`);
+    its entry for bundle.json, or None when it could not be made or checked."""
+    from temtool.runtime import ONNX_FILE, export_onnx
+
+    diff = export_onnx(model, arch, folder / ONNX_FILE)
+    if diff is None:
+        return None
+    return {"file": ONNX_FILE, "keras_sha256": _sha256(folder / "model.keras"), "max_logit_diff": diff}
+
+
+def add_onnx(path: str | os.PathLike) -> dict | None:
+    """Give an existing bundle its ONNX graph (bundles written before :mod:`temtool.runtime`,
+    or where the onnx package was missing): writes model.onnx and its bundle.json entry, each
+    atomically. Returns the entry, or None when the graph could not be made or checked."""
+    from temtool.data.io import atomic_write
+    from temtool.runtime import ONNX_FILE
+
+    b = load_bundle(path)
+    with tempfile.TemporaryDirectory(dir=b.path) as tmp:
+        shutil.copy2(b.path / "model.keras", Path(tmp) / "model.keras")
+        entry = _write_onnx(b.model, b.arch, Path(tmp))
+        if entry is None:
+            return None
+        atomic_write(b.path / ONNX_FILE, lambda t: shutil.copy2(Path(tmp) / ONNX_FILE, t))
+    meta = json.dumps(dict(b.metadata, onnx=entry), indent=2, default=float)
+    atomic_write(b.path / "bundle.json", lambda t: t.write_text(meta))
+    return entry
 
 
 def _inference_copy(model):
@@ -245,6 +324,9 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def _load_model(p: Path, arch: Architecture):
+    from temtool._quiet import start_backend
+
+    start_backend()
     import keras
 
     try:

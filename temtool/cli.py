@@ -394,6 +394,10 @@ def segment(
         Optional[float], O(help="Drop smaller objects: nm^2 (px without a pixel size); default auto.")
     ] = None,
     batch: Annotated[int, O(help="Tiles per batch.")] = 4,
+    runtime: Annotated[
+        str,
+        O(help="What runs the network: auto (ONNX Runtime for bundles with a graph), onnx, keras."),
+    ] = "auto",
     method: Annotated[str, O(help="model, or fourier (Bragg-filter baseline, no model).")] = "model",
     d_spacing: Annotated[str, O(help="With --method fourier: lattice spacings in nm.")] = "0.2355,0.2039",
     channel: Annotated[Optional[int], O(help="Channel of coloured images.")] = None,
@@ -417,12 +421,19 @@ def segment(
         )
     except ValueError:
         raise TemtoolError(f"--d-spacing {d_spacing!r}: expected numbers in nm, e.g. 0.2355,0.2039") from None
+    from temtool.runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise TemtoolError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     chooser = None
     if method == "model":
-        _backend()
+        if runtime == "keras":
+            _backend()  # otherwise Keras starts only if a bundle needs it (no ONNX graph)
 
         on_load = None if as_json else lambda why: console.print(f"model: {why}", highlight=False)
-        chooser = ModelChooser(model, on_load=on_load, batch_size=batch, tta=tta, margin_px=overlap)
+        chooser = ModelChooser(
+            model, on_load=on_load, batch_size=batch, tta=tta, margin_px=overlap, runtime=runtime
+        )
     with Progress(enabled=not as_json) as bar:
         on_file = segment_callback(bar)
         res = segment_files(

@@ -25,8 +25,7 @@ from temtool.arch import Architecture
 from temtool.data.dataset import standardize
 from temtool.errors import ParameterError, TemtoolError
 from temtool.measure import PostProcessing, measure_particles, particle_columns
-from temtool.tiling import TileGeometry, predict_tiled, predict_whole
-from temtool.train import dihedral
+from temtool.tiling import TileGeometry, dihedral, predict_tiled, predict_whole
 
 __all__ = [
     "Segmenter",
@@ -75,10 +74,11 @@ class Segmenter:
     batch_size: int = 4
     tta: bool = False
     margin_px: int | None = None
-    max_tile_px: int = 1024
+    max_tile_px: int = 2304  # a 2048x2048 micrograph in one tile (about 1 GB at depth 3, 8 filters)
     diameter_range_px: tuple[float, float] | None = None  # particle sizes the model was trained on
     name: str = ""
     info: dict = field(default_factory=dict)
+    runtime: str = "keras"  # what runs the network: "keras", or "onnx" (temtool.runtime)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -94,19 +94,22 @@ class Segmenter:
         )
 
     @classmethod
-    def from_bundle(cls, bundle, **kw) -> Segmenter:
-        """A segmenter for a bundle (a :class:`~temtool.bundle.Bundle` or its folder)."""
+    def from_bundle(cls, bundle, runtime: str = "auto", **kw) -> Segmenter:
+        """A segmenter for a bundle (a :class:`~temtool.bundle.Bundle` or its folder);
+        ``runtime``: see :meth:`~temtool.bundle.Bundle.inference_model`."""
         from temtool.bundle import Bundle, load_bundle
 
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        model, runtime = b.inference_model(runtime)
         return cls(
-            b.model,
+            model,
             b.arch,
             b.reach_px,
             b.pixel_size_nm,
             normalisation=b.normalisation,
             diameter_range_px=b.diameter_range_px,
             name=str(b.path),
+            runtime=runtime,
             **kw,
         )
 
@@ -296,7 +299,7 @@ class ModelChooser:
         if key not in self.loaded:
             self.loaded[key] = Segmenter.from_bundle(path, **self.kw)
             if self.on_load:
-                self.on_load(why)
+                self.on_load(f"{why} (runs on {self.loaded[key].runtime})")
         return self.loaded[key]
 
     def __call__(self, pixel_size_nm: float | None, image: np.ndarray | None = None) -> Segmenter:
@@ -322,24 +325,21 @@ def _overlay_png(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _histogram_png(path: Path, diameters: list[float], unit: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # not pyplot: half a second less to import
 
     from temtool.data.io import atomic_write
 
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig = Figure(figsize=(4, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     if diameters:
         ax.hist(diameters, bins=min(30, max(5, len(diameters) // 2)), color="tab:orange")
     ax.set_xlabel(f"equivalent diameter ({unit})")
     ax.set_ylabel("particles")
     ax.set_title(f"n = {len(diameters)}")
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
 
 
 def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -483,6 +483,7 @@ def segment_file(
         "output_stem": stem,
         "pixel_size_nm": px,
         "model": seg.name if seg else None,
+        "runtime": seg.runtime if seg else None,
         "model_choice": why,
         "particles": len(rows),
         "particles_not_touching_border": len(d),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TileGeometry", "tile_origins", "predict_tiled", "predict_whole"]
+__all__ = ["TileGeometry", "tile_origins", "predict_tiled", "predict_whole", "dihedral"]
 
 
 def _round_up(n: float, multiple: int) -> int:
@@ -169,3 +169,15 @@ def predict_tiled(
         "overlap_px": ov,
     }
     return geometry.crop(acc / np.maximum(norm, 1e-12), image.shape), info
+
+
+def dihedral(x: np.ndarray, k: int, axes: tuple[int, int] | None = None, inverse: bool = False) -> np.ndarray:
+    """The k-th of the 8 dihedral transforms (k in 0..7: 4 rotations, each optionally
+    flipped), or its inverse, of the image ``axes``; by default (-3, -2) of ``(..., H, W, C)``
+    and (-2, -1) of ``(H, W)`` arrays."""
+    axes = axes or ((-3, -2) if x.ndim >= 3 else (-2, -1))
+    if not inverse:
+        y = np.rot90(x, k % 4, axes=axes)
+        return np.flip(y, axis=axes[1]) if k >= 4 else y
+    y = np.flip(x, axis=axes[1]) if k >= 4 else x
+    return np.rot90(y, -(k % 4), axes=axes)

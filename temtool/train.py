@@ -26,6 +26,7 @@ from temtool.arch import Architecture, build_resunet
 from temtool.data.dataset import Dataset, load_dataset
 from temtool.errors import ParameterError, TemtoolError
 from temtool.metrics import LOSSES, DiceScore, make_loss
+from temtool.tiling import dihedral
 
 __all__ = [
     "TrainConfig",
@@ -147,18 +148,6 @@ def resolve_precision(precision: str = "auto") -> str:
 
 
 # ------------------------------------------------------------------------ augmentation
-def dihedral(x: np.ndarray, k: int, axes: tuple[int, int] | None = None, inverse: bool = False) -> np.ndarray:
-    """The k-th of the 8 dihedral transforms (k in 0..7: 4 rotations, each optionally
-    flipped), or its inverse, of the image ``axes``; by default (-3, -2) of ``(..., H, W, C)``
-    and (-2, -1) of ``(H, W)`` arrays."""
-    axes = axes or ((-3, -2) if x.ndim >= 3 else (-2, -1))
-    if not inverse:
-        y = np.rot90(x, k % 4, axes=axes)
-        return np.flip(y, axis=axes[1]) if k >= 4 else y
-    y = np.flip(x, axis=axes[1]) if k >= 4 else x
-    return np.rot90(y, -(k % 4), axes=axes)
-
-
 class DihedralFeeder(keras.utils.PyDataset):
     """Batches from in-memory arrays, shuffled each epoch, with a random dihedral transform
     per image (square patches) or a random flip (non-square), drawn from a seeded generator."""
