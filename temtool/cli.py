@@ -394,6 +394,9 @@ def segment(
         Optional[float], O(help="Drop smaller objects: nm^2 (px without a pixel size); default auto.")
     ] = None,
     batch: Annotated[int, O(help="Tiles per batch.")] = 4,
+    workers: Annotated[
+        int, O(help="Threads that post-process and write while the next file is read and segmented.")
+    ] = 2,
     runtime: Annotated[
         str,
         O(help="What runs the network: auto (ONNX Runtime for bundles with a graph), onnx, keras."),
@@ -410,7 +413,12 @@ def segment(
     from temtool.report import Progress, console, err_console, segment_callback, segment_summary
     from temtool.segment import ModelChooser, segment_files
 
-    _state["flags"] = {"out_dir": "--out", "margin_px": "--overlap", "model": "--model"}
+    _state["flags"] = {
+        "out_dir": "--out",
+        "margin_px": "--overlap",
+        "model": "--model",
+        "workers": "--workers",
+    }
     check_positive("pixel_size_nm", pixel_size)
     if method not in ("model", "fourier"):
         raise TemtoolError(f"--method must be 'model' or 'fourier', got {method!r}")
@@ -447,6 +455,7 @@ def segment(
             d_spacing_nm=spacings,
             channel=channel,
             frame=frame,
+            workers=workers,
         )
     _render(res, lambda r: segment_summary(r, method, str(out)), as_json)
     if res["failed"]:

@@ -443,14 +443,34 @@ def segment_file(
     None) and the image returning one (a :class:`ModelChooser`), so the model is chosen by
     what the image is without reading it twice. ``post`` turns probabilities into the mask
     (:class:`temtool.measure.PostProcessing`). Returns a summary.
-    """
-    from temtool.baselines import fourier_segment
-    from temtool.data.io import read_image, write_png, write_tiff
 
+    The three stages (:func:`_read`, :func:`_infer`, :func:`_finish`) are what
+    :func:`segment_files` overlaps across files.
+    """
     t0 = time.perf_counter()
     path = Path(path)
-    post = post or PostProcessing()
-    mg = read_image(path, channel=channel, frame=frame)
+    read = _read(path, channel, frame)
+    inferred = _infer(path, read, segmenter, pixel_size_nm, method, d_spacing_nm)
+    return _finish(path, inferred, out_dir, post, stem, t0)
+
+
+def _read(path: Path, channel: int | None = None, frame: int | None = None):
+    from temtool.data.io import read_image
+
+    return read_image(path, channel=channel, frame=frame)
+
+
+def _infer(
+    path: Path,
+    mg,
+    segmenter,
+    pixel_size_nm: float | None = None,
+    method: str = "model",
+    d_spacing_nm: tuple[float, ...] = (0.2355, 0.2039),
+) -> dict:
+    """The probability map of a read micrograph (the model stage)."""
+    from temtool.baselines import fourier_segment
+
     px = pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes: list[str] = []
@@ -463,6 +483,25 @@ def segment_file(
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
         why = getattr(segmenter, "reason", None)
         prob, spread, notes, _ = seg.probability(image, px)
+    tiling = dict(seg.info) if seg else None  # now: the segmenter goes on to the next file
+    return {
+        "image": image,
+        "px": px,
+        "prob": prob,
+        "spread": spread,
+        "notes": notes,
+        "seg": seg,
+        "why": why,
+        "tiling": tiling,
+    }
+
+
+def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str | None, t0: float) -> dict:
+    """Mask, measurement and every output of an inferred micrograph; its summary."""
+    from temtool.data.io import write_png, write_tiff
+
+    post = post or PostProcessing()
+    image, px, prob, spread, seg = r["image"], r["px"], r["prob"], r["spread"], r["seg"]
     mask, post_info = post.apply(prob, px)
     labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
     unit = "nm" if px else "px"
@@ -484,7 +523,7 @@ def segment_file(
         "pixel_size_nm": px,
         "model": seg.name if seg else None,
         "runtime": seg.runtime if seg else None,
-        "model_choice": why,
+        "model_choice": r["why"],
         "particles": len(rows),
         "particles_not_touching_border": len(d),
         "diameter_mean": float(np.mean(d)) if d else None,
@@ -494,10 +533,37 @@ def segment_file(
         "area_fraction": float(mask.mean()),
         "postprocessing": post_info,
         "time_s": time.perf_counter() - t0,
-        "notes": notes,
-        "tiling": dict(seg.info) if seg else None,
+        "notes": r["notes"],
+        "tiling": r["tiling"],
         "outputs": str(out),
     }
+
+
+def _failure(f: Path, e: BaseException) -> str:
+    """The reason a file failed, for the summary (without the file name it already carries)."""
+    if isinstance(e, TemtoolError):
+        msg = str(e)
+        return msg[len(str(f)) + 2 :] if msg.startswith(f"{f}: ") else msg
+    if isinstance(e, MemoryError):
+        return "not enough memory for this image"
+    return f"{type(e).__name__}: {e}"
+
+
+def _import_stages() -> None:
+    """Import what the read and write stages use, once, before they run in threads (two
+    threads importing the same package at once can see it half initialised)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import skimage.measure  # noqa: F401
+    import skimage.morphology  # noqa: F401
+    import skimage.segmentation  # noqa: F401
+    import skimage.transform  # noqa: F401
+    import tifffile  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    import temtool.baselines  # noqa: F401
+    import temtool.data.io  # noqa: F401
+    import temtool.regime  # noqa: F401
 
 
 def segment_files(
@@ -505,12 +571,19 @@ def segment_files(
     out_dir: str | os.PathLike,
     segmenter: Segmenter | Callable | None = None,
     on_file: Callable | None = None,
+    workers: int = 2,
     **kw,
 ) -> dict:
     """:func:`segment_file` over files, folders and globs. A file that fails (unreadable,
     corrupt, anything) is recorded with its reason and the rest go on. ``on_file(i, n, result
-    or None, error or None)`` is called after each. Returns ``{"results", "failed": [{"file", "error"}],
-    "n_inputs"}``.
+    or None, error or None)`` is called after each (``i`` files done so far). Returns
+    ``{"results", "failed": [{"file", "error"}], "n_inputs"}``, results in input order.
+
+    With several files and ``workers`` > 0 the stages overlap: one reader thread reads ahead
+    (at most two micrographs waiting), the model runs in this thread, and ``workers`` threads
+    post-process, measure and write (at most ``workers + 1`` micrographs in flight), so memory
+    stays bounded for any number of files. ONNX Runtime, NumPy, SciPy and the image writers
+    release the GIL for their heavy parts. ``workers=0``: one file after the other.
     """
     files, missing = expand_inputs(paths)
     failed = [{"file": f, "error": why} for f, why in missing]
@@ -518,27 +591,82 @@ def segment_files(
     from temtool.data.io import check_writable
 
     out = check_writable(out_dir)  # created with the first result, so a bad option leaves nothing
-    results = []
-    for i, (f, stem) in enumerate(zip(files, output_stems(files))):
-        try:
-            r = segment_file(f, out, segmenter, stem=stem, **kw)
-        except ParameterError:
-            raise  # a bad option is wrong for every file: stop with one line
-        except TemtoolError as e:
-            msg = str(e)
-            error = msg[len(str(f)) + 2 :] if msg.startswith(f"{f}: ") else msg
-        except MemoryError:
-            error = "not enough memory for this image"
-        except Exception as e:  # one bad file must not end the batch
-            error = f"{type(e).__name__}: {e}"
+    if workers < 0:
+        raise ParameterError("workers", f"must be >= 0, got {workers}")
+    stems = output_stems(files)
+    done: dict[int, dict] = {}
+    errors: dict[int, dict] = {}
+
+    def record(i: int, f: Path, result: dict | None, e: BaseException | None) -> None:
+        if isinstance(e, ParameterError):
+            raise e  # a bad option is wrong for every file: stop with one line
+        if e is not None:
+            errors[i] = {"file": str(f), "error": _failure(f, e)}
         else:
-            if stem != f.stem:
-                r["notes"].append(f"outputs named {stem}_* (another input has the stem {f.stem!r})")
-            results.append(r)
-            if on_file:
-                on_file(i + 1, len(files), r, None)
-            continue
-        failed.append({"file": str(f), "error": error})
+            if stems[i] != f.stem:
+                result["notes"].append(f"outputs named {stems[i]}_* (another input has the stem {f.stem!r})")
+            done[i] = result
         if on_file:
-            on_file(i + 1, len(files), None, failed[-1])
+            on_file(len(done) + len(errors), len(files), result, errors.get(i))
+
+    read_kw = {k: kw.pop(k) for k in ("channel", "frame") if k in kw}
+    post = kw.pop("post", None)
+    if workers == 0 or len(files) < 2:
+        for i, f in enumerate(files):
+            try:
+                r = segment_file(f, out, segmenter, stem=stems[i], post=post, **read_kw, **kw)
+            except Exception as e:  # one bad file must not end the batch
+                record(i, f, None, e)
+            else:
+                record(i, f, r, None)
+    else:
+        _pipeline(files, stems, out, segmenter, post, read_kw, kw, workers, record)
+    order = {str(f): i for i, f in enumerate(files)}
+    results = [done[i] for i in sorted(done)]
+    failed += sorted((errors[i] for i in errors), key=lambda e: order[e["file"]])
     return {"results": results, "failed": failed, "n_inputs": n_inputs}
+
+
+def _pipeline(files, stems, out, segmenter, post, read_kw, kw, workers, record) -> None:
+    """Read ahead / infer here / finish in a pool (see :func:`segment_files`)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    _import_stages()
+    pending = deque()  # (i, file, future of its finish), oldest first
+
+    def collect(block_until: int) -> None:
+        while len(pending) > block_until or (pending and pending[0][2].done()):
+            i, f, fut = pending.popleft()
+            try:
+                r = fut.result()
+            except Exception as e:
+                record(i, f, None, e)
+            else:
+                record(i, f, r, None)
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="temtool-read") as reader,
+        ThreadPoolExecutor(workers, thread_name_prefix="temtool-write") as writers,
+    ):
+        reads = deque(reader.submit(_read, files[i], **read_kw) for i in range(min(2, len(files))))
+        try:
+            for i, f in enumerate(files):
+                t0 = time.perf_counter()
+                read = reads.popleft()
+                if i + 2 < len(files):
+                    reads.append(reader.submit(_read, files[i + 2], **read_kw))
+                try:
+                    inferred = _infer(f, read.result(), segmenter, **kw)
+                except Exception as e:
+                    record(i, f, None, e)
+                    continue
+                pending.append((i, f, writers.submit(_finish, f, inferred, out, post, stems[i], t0)))
+                collect(block_until=workers)
+            collect(block_until=0)
+        except BaseException:  # Ctrl-C or a bad option: drop what has not started
+            for fut in reads:
+                fut.cancel()
+            for *_, fut in pending:
+                fut.cancel()
+            raise

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -213,3 +214,40 @@ def test_without_model_the_shipped_model_is_chosen_by_what_the_image_is(run_cli,
     code, out, err = run_cli("segment", tmp_path / "s.tif", "--out", tmp_path / "o")
     assert code == 0, err
     assert "shipped 'standard' model" in out
+
+
+def test_folder_pipeline_gives_what_one_file_after_the_other_gives(small_bundle, tmp_path):
+    """Reading ahead, segmenting and writing in parallel changes nothing in the outputs, keeps
+    the input order, reports every file once and still isolates a broken file."""
+    from temtool.data.io import read_mask
+    from temtool.segment import ModelChooser, segment_files
+
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        sim = simulate_image(config_for("standard", pixel_size_nm=0.5), 96 + 16 * i, i)
+        write_tiff(tmp_path / "in" / f"m{i}.tif", sim.image, 0.5)
+    (tmp_path / "in" / "m2.tif").write_bytes(b"II*\x00garbage")  # the third file is broken
+    runs, calls = {}, {}
+    for workers in (0, 2):
+        seen = []
+        runs[workers] = segment_files(
+            [str(tmp_path / "in")],
+            tmp_path / f"out{workers}",
+            ModelChooser(small_bundle),
+            on_file=lambda i, n, r, e, seen=seen: seen.append((i, n, r is None, e is None)),
+            workers=workers,
+        )
+        calls[workers] = seen
+    a, b = runs[0], runs[2]
+    assert [r["file"] for r in a["results"]] == [r["file"] for r in b["results"]]
+    assert [Path(r["file"]).name for r in b["results"]] == ["m0.tif", "m1.tif", "m3.tif", "m4.tif"]
+    assert [f["file"] for f in b["failed"]] == [str(tmp_path / "in" / "m2.tif")]
+    assert sorted(c[0] for c in calls[2]) == [1, 2, 3, 4, 5] and all(c[1] == 5 for c in calls[2])
+    for ra, rb in zip(a["results"], b["results"]):
+        assert {k: v for k, v in ra.items() if k not in ("time_s", "outputs")} == {
+            k: v for k, v in rb.items() if k not in ("time_s", "outputs")
+        }
+        stem = ra["output_stem"]
+        masks = [read_mask(tmp_path / f"out{w}" / f"{stem}_mask.png") for w in (0, 2)]
+        assert (masks[0] == masks[1]).all()
+    assert not [p for p in (tmp_path / "out2").iterdir() if p.name.startswith(".")]
