@@ -4,6 +4,8 @@ preprocessing, the training pixel size and the receptive field from it.
 
     MODEL/
       model.keras    the Keras model (architecture + weights)
+      model.onnx     the same network as an ONNX graph for inference without Keras
+                     (:mod:`temtool.runtime`; checked when written, tied to model.keras by hash)
       bundle.json    architecture description, RF in px and nm (study convention, exact
                      worst case, one-sided reach), training pixel size and normalisation,
                      data summary, training settings, metrics, versions, backend
