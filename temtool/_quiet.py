@@ -29,6 +29,8 @@ def quiet_stderr_fd():
 def start_backend(quiet: bool = True) -> None:
     """Import Keras and initialise its backend's devices once, quietly unless asked not to."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        _jax_compilation_cache()
     ctx = quiet_stderr_fd() if quiet else contextlib.nullcontext()
     with ctx:
         import keras
@@ -38,3 +40,22 @@ def start_backend(quiet: bool = True) -> None:
         import logging
 
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _jax_compilation_cache() -> None:
+    """Keep JAX's compiled programs across runs (in temtool's cache folder, ``jax/``): on the
+    CPU the first pass of a model over a new tile shape compiles for seconds, every later
+    process reads it back. ``TEMTOOL_JAX_CACHE=0`` turns it off."""
+    if os.environ.get("TEMTOOL_JAX_CACHE") == "0":
+        return
+    try:
+        import jax
+
+        from temtool.data.dataset import cache_dir
+
+        folder = cache_dir() / "jax"
+        folder.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # an old JAX or an unwritable cache: compile as before
+        return

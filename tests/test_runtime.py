@@ -131,3 +131,20 @@ def test_segment_from_the_prompt_never_imports_keras(tmp_path):
 def test_unknown_runtime_is_a_clear_error(run_cli, tmp_path):
     code, _, err = run_cli("segment", tmp_path / "x.tif", "--runtime", "tflite")
     assert code == 2 and "--runtime" in err and "Traceback" not in err
+
+
+def test_jax_keeps_its_compiled_programs_in_temtools_cache(tmp_path):
+    pytest.importorskip("jax")
+    code = (
+        "from temtool._quiet import start_backend; start_backend()\n"
+        "import jax, keras; x = keras.ops.ones((4, 4)); jax.jit(lambda a: a @ a + 1)(x).block_until_ready()\n"
+        "print(jax.config.jax_compilation_cache_dir)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TEMTOOL_CACHE=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "jax")
+    off = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "TEMTOOL_JAX_CACHE": "0"}
+    )
+    assert off.stdout.strip().splitlines()[-1] != str(tmp_path / "jax")
