@@ -41,7 +41,9 @@ def main() -> None:
             write_tiff(tmp / "in" / f"m{i:03d}.tif", simulate_image(cfg, args.size, seed=i).image, 0.5)
         chooser = ModelChooser(SHIPPED, runtime=args.runtime)
         segment_files([str(tmp / "in" / "m000.tif")], tmp / "warm", chooser)  # load once
-        print(f"{args.n} micrographs of {args.size}x{args.size}, runtime {chooser.loaded[str(SHIPPED)].runtime}")
+        print(
+            f"{args.n} micrographs of {args.size}x{args.size}, runtime {chooser.loaded[str(SHIPPED)].runtime}"
+        )
         print("| workers | s per micrograph | total s | files ok |")
         print("|---|---|---|---|")
         for workers in (0, args.workers, 0, args.workers):  # twice each, interleaved

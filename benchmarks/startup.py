@@ -112,7 +112,9 @@ def main() -> None:
             f"{r['from_prompt_s'] / b:.1f}x | {r['warm_s']:.2f} s | {r['warm_s'] / b:.2f}x |"
         )
     print("\nratios are to the bare pass on the same runtime; Keras bare passes:", end=" ")
-    print(", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras"))
+    print(
+        ", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras")
+    )
     info = machine()
     print(info)
     if args.json:

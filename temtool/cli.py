@@ -70,6 +70,10 @@ Kernel = Annotated[int, O(min=1, help="Convolution kernel size (odd).")]
 Epochs = Annotated[int, O(min=1, help="Maximum epochs per training.")]
 Batch = Annotated[int, O(min=1, help="Batch size.")]
 Precision = Annotated[str, O(help="auto, float32, mixed_float16 or mixed_bfloat16.")]
+AugmentOn = Annotated[
+    str,
+    O(help="Where dihedral augmentation runs: host (feeder), device (compiled step), auto (GPU: device)."),
+]
 Seed = Annotated[int, O(min=0, help="Random seed (repeats use seed, seed+1, ...).")]
 Repeats = Annotated[int, O(min=1, help="Seeds per configuration; mean and sd are reported.")]
 Patience = Annotated[int, O(min=1, help="Stop after this many epochs without val Dice gain.")]
@@ -263,6 +267,7 @@ def train(
     lr: Annotated[float, O(help="Adam learning rate.")] = 1e-4,
     loss: Annotated[str, O(help="ce, dice or ce+dice.")] = "ce",
     precision: Precision = "auto",
+    augment_on: AugmentOn = "auto",
     seed: Seed = 0,
     repeats: Repeats = 1,
     patience: Patience = 20,
@@ -278,7 +283,14 @@ def train(
     _state["flags"] = {"out_dir": "--out"}
     arch = _arch(depth, pool, filters, kernel)
     cfg = _train_config(
-        epochs=epochs, batch=batch, lr=lr, loss=loss, precision=precision, seed=seed, patience=patience
+        epochs=epochs,
+        batch=batch,
+        lr=lr,
+        loss=loss,
+        precision=precision,
+        seed=seed,
+        patience=patience,
+        augment_on=augment_on,
     )
     _builtin_data(data, as_json)
     with Progress(enabled=not as_json) as bar:
@@ -326,6 +338,7 @@ def tune(
     loss: Annotated[str, O(help="Loss (when --losses is not given).")] = "ce",
     patience: Patience = 10,
     precision: Precision = "auto",
+    augment_on: AugmentOn = "auto",
     seed: Seed = 0,
     pixel_size: PixelSize = None,
     project: Annotated[Optional[str], O(help="Project name under --directory (default DATA-search).")] = None,
@@ -366,7 +379,14 @@ def tune(
         space=space,
         pixel_size_nm=pixel_size,
         train=_train_config(
-            epochs=epochs, batch=batch, lr=lr, loss=loss, precision=precision, seed=seed, patience=patience
+            epochs=epochs,
+            batch=batch,
+            lr=lr,
+            loss=loss,
+            precision=precision,
+            seed=seed,
+            patience=patience,
+            augment_on=augment_on,
         ),
     )
     _builtin_data(data, as_json)

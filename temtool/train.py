@@ -41,9 +41,13 @@ __all__ = [
     "save_training",
     "train_and_save",
     "PRECISIONS",
+    "AUGMENT_ON",
+    "DeviceDihedral",
+    "augment_on_device",
 ]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+AUGMENT_ON = ("auto", "host", "device")
 
 
 @dataclass
@@ -58,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 20  # epochs without val hard Dice improvement before stopping
     augment: bool = True
+    augment_on: str = "auto"  # "host" (the feeder), "device" (inside the compiled step), "auto"
     steps_per_execution: int = 1  # >1 runs several steps per compiled call (faster on GPUs)
     workers: int = 0  # threads preparing batches (0: in the training loop)
 
@@ -73,6 +78,10 @@ class TrainConfig:
             raise ParameterError("lr", f"must be a finite number > 0, got {self.lr}")
         if self.loss not in LOSSES:
             raise ParameterError("loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ParameterError(
+                "augment_on", f"must be one of {', '.join(AUGMENT_ON)}, got {self.augment_on!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ParameterError(
                 "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -147,6 +156,12 @@ def resolve_precision(precision: str = "auto") -> str:
     return "mixed_bfloat16" if major >= 8 else "mixed_float16"
 
 
+def augment_on_device(augment_on: str = "auto") -> bool:
+    """``auto``: augment inside the compiled step on a GPU (the host copy of every batch was
+    what kept training end to end below the model alone), with the feeder on a CPU."""
+    return augment_on == "device" or (augment_on == "auto" and gpu_info() is not None)
+
+
 # ------------------------------------------------------------------------ augmentation
 class DihedralFeeder(keras.utils.PyDataset):
     """Batches from in-memory arrays, shuffled each epoch, with a random dihedral transform
@@ -193,6 +208,71 @@ class DihedralFeeder(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self.order = self._order()
+
+
+def _rot90_ops(x, k: int):
+    """``np.rot90(x, k, axes=(1, 2))`` with flips and transposes (``keras.ops.rot90`` by 180
+    degrees is wrong for non-square images on the TensorFlow backend, Keras 3.15)."""
+    from keras import ops
+
+    k %= 4
+    if k == 1:
+        return ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)
+    if k == 2:
+        return ops.flip(ops.flip(x, axis=1), axis=2)
+    if k == 3:
+        return ops.transpose(ops.flip(x, axis=1), (0, 2, 1, 3))
+    return x
+
+
+def _dihedral_ops(x, k: int, inverse: bool = False):
+    """:func:`temtool.tiling.dihedral` of a ``(N, H, W, C)`` tensor with ``keras.ops``."""
+    from keras import ops
+
+    if not inverse:
+        y = _rot90_ops(x, k)
+        return ops.flip(y, axis=2) if k >= 4 else y
+    y = ops.flip(x, axis=2) if k >= 4 else x
+    return _rot90_ops(y, -k)
+
+
+class DeviceDihedral(keras.Model):
+    """Dihedral augmentation inside the compiled training step, so the host only feeds
+    batches. Each image of a training batch gets a random one of the 8 dihedral transforms
+    (of the 4 that keep the shape, for non-square images); the network sees the transformed
+    image and its logits are transformed back, so the loss compares them with the untouched
+    mask: the same augmentation as transforming image and mask together (the per-pixel loss
+    does not depend on the pixel order), with no change to the labels' path. Outside training
+    it is the network itself. Only ``keras.ops`` and ``keras.random``: every backend."""
+
+    def __init__(self, net: keras.Model, square: bool = True, seed: int = 0, **kw):
+        super().__init__(**kw)
+        self.net = net
+        self.members = tuple(range(8)) if square else (0, 2, 4, 6)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def transformed(self, x, k):
+        """Image ``i`` of ``x`` under member ``k[i]`` (indices into :attr:`members`); also
+        used, with ``inverse``, for the logits."""
+        return self._select(x, k, inverse=False)
+
+    def _select(self, x, k, inverse: bool):
+        from keras import ops
+
+        onehot = ops.one_hot(k, len(self.members), dtype=x.dtype)
+        out = 0
+        for j, member in enumerate(self.members):  # exact: each pixel is 1*value + 0*others
+            out = out + onehot[:, j, None, None, None] * _dihedral_ops(x, member, inverse)
+        return out
+
+    def call(self, x, training=False):
+        if not training:
+            return self.net(x, training=False)
+        from keras import ops
+
+        k = keras.random.randint((ops.shape(x)[0],), 0, len(self.members), seed=self.seed_generator)
+        logits = self.net(self._select(x, k, inverse=False), training=True)
+        return self._select(logits, k, inverse=True)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -314,12 +394,14 @@ def fit(
         model = build_resunet(arch)
         if start_from is not None:
             model.set_weights(start_from.get_weights())
-        compile_model(model, cfg)
+        on_device = cfg.augment and augment_on_device(cfg.augment_on)
+        trainee = DeviceDihedral(model, square=h == w, seed=cfg.seed) if on_device else model
+        compile_model(trainee, cfg)
         feeder = DihedralFeeder(
             x_tr,
             y_tr,
             cfg.batch_size,
-            augment=cfg.augment,
+            augment=cfg.augment and not on_device,
             seed=cfg.seed,
             workers=max(1, cfg.workers),
             use_multiprocessing=False,
@@ -334,7 +416,7 @@ def fit(
             val = DihedralFeeder(x_va, y_va, cfg.batch_size, augment=False, shuffle=False)
         interrupt = StopOnInterrupt()
         try:
-            hist = model.fit(
+            hist = trainee.fit(
                 feeder,
                 epochs=cfg.epochs,
                 validation_data=val,

@@ -233,3 +233,59 @@ def test_ctrl_c_during_fit_stops_at_a_batch_boundary(tiny_data):
     assert len(batches) == 2  # stopped right after the batch during which Ctrl-C came...
     assert int(models[0].optimizer.iterations.numpy()) == 2  # ...which ran to its end
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("shape", [(16, 16), (16, 24)])
+def test_device_augmentation_is_the_dihedral_group_inside_the_step(shape):
+    """For each image the network sees one dihedral transform of it (one of 8, or of the 4
+    that keep a non-square shape) and its logits come back in the original orientation: the
+    wrapper's training output equals the host computation for the drawn members."""
+    from temtool.tiling import dihedral
+    from temtool.train import DeviceDihedral
+
+    arch = Architecture.create(depth=1, pool=2, filters=2)
+    keras.utils.set_random_seed(0)
+    net = build_resunet(arch)
+    wrapper = DeviceDihedral(net, square=shape[0] == shape[1], seed=3)
+    x = np.random.default_rng(0).standard_normal((12, *shape, 1)).astype(np.float32)
+    seen = {}
+
+    class Spy(keras.layers.Layer):  # records what the network was given
+        def call(self, t):
+            seen["x"] = t
+            return t
+
+    spy = Spy()
+    original_net = wrapper.net
+    wrapper.net = lambda t, training=False: original_net(spy(t), training=False)  # BN in inference mode
+    out = keras.ops.convert_to_numpy(wrapper(x, training=True))
+    given = keras.ops.convert_to_numpy(seen["x"])
+    members = []
+    for i in range(len(x)):
+        match = [k for k in wrapper.members if np.array_equal(dihedral(x[i : i + 1], k), given[i : i + 1])]
+        assert match, f"image {i} was not given a dihedral transform of itself"
+        members.append(match[0])
+        want = dihedral(
+            keras.ops.convert_to_numpy(original_net(given[i : i + 1], training=False)), match[0], inverse=True
+        )
+        assert np.abs(out[i : i + 1] - want).max() < 1e-5
+    assert len(set(members)) > 2  # really random per image
+    assert (
+        np.abs(keras.ops.convert_to_numpy(wrapper(x)) - keras.ops.convert_to_numpy(original_net(x))).max()
+        == 0
+    )
+
+
+@pytest.mark.jax
+def test_training_with_device_augmentation_learns_and_returns_the_bare_network(tiny_data):
+    from temtool.data.dataset import load_dataset
+    from temtool.train import TrainConfig, fit
+
+    r = fit(
+        Architecture.create(depth=2, pool=2, filters=4),
+        load_dataset(tiny_data),
+        TrainConfig(epochs=3, batch_size=4, lr=3e-3, augment_on="device"),
+    )
+    assert r.model.name == "resunet" and len(r.model.inputs) == 1  # what the bundle saves
+    assert np.isfinite(r.history["loss"]).all() and r.history["loss"][-1] < r.history["loss"][0]
