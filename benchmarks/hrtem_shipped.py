@@ -10,14 +10,16 @@ import os
 import sys
 
 import numpy as np
-from temtool.data.simulate import config_for, simulate_image
+
+from temtool.baselines import otsu_segment
 from temtool.data.dataset import STUDY_HRTEM_NM_PER_PX as PX
+from temtool.data.simulate import config_for, simulate_image
+from temtool.measure import PostProcessing
 from temtool.regime import classify
 from temtool.segment import Segmenter
-from temtool.measure import PostProcessing
-from temtool.baselines import otsu_segment
 
-segs = {n: Segmenter.from_bundle(f"temtool/pretrained/{n}") for n in ("hrtem", "standard")}
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "temtool", "pretrained")
+segs = {n: Segmenter.from_bundle(os.path.join(PRETRAINED, n)) for n in ("hrtem", "standard")}
 cfg = config_for("hrtem", pixel_size_nm=PX, diameter_nm=5.0)
 rows = []
 for s in range(12):
