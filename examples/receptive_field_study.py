@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--full", action="store_true", help="study-scale sets and budget (GPU)")
+    ap.add_argument("--name", default="rf_study", help="figure and table name under examples/figures/")
     args = ap.parse_args()
     if args.full:
         sets = args.sets or "sim:standard-study,sim:hrtem-study"
@@ -149,12 +150,12 @@ def main() -> None:
     )
     FIG.mkdir(exist_ok=True)
     fig.tight_layout()
-    fig.savefig(FIG / "rf_study.png", dpi=90)
-    with open(FIG / "rf_study.csv", "w", newline="") as f:
+    fig.savefig(FIG / f"{args.name}.png", dpi=90)
+    with open(FIG / f"{args.name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(COLUMNS))
         w.writeheader()
         w.writerows(rows)
-    print(f"figure: {FIG / 'rf_study.png'}; table: {FIG / 'rf_study.csv'} ({minutes:.1f} min on {machine})")
+    print(f"figure: {FIG / args.name}.png; table: {FIG / args.name}.csv ({minutes:.1f} min on {machine})")
 
 
 if __name__ == "__main__":

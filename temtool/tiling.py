@@ -142,10 +142,13 @@ def predict_tiled(
     forward: Forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
 ) -> tuple[np.ndarray, dict]:
     """:func:`predict_whole`, computed tile by tile. Returns ``([K,] H, W)`` float32 and a
-    summary of the tiling (tile size, number of tiles, margin, overlap)."""
+    summary of the tiling (tile size, number of tiles, margin, overlap). A batch holds at most
+    ``batch_size`` tiles and at most the pixels of one largest tile (``max_tile_px`` squared),
+    so large tiles do not multiply the memory by the batch size."""
     canvas = geometry.canvas(image)
     H, W = canvas.shape
     ty, tx = geometry.tile_px(H), geometry.tile_px(W)
+    batch_size = max(1, min(batch_size, geometry.max_tile_px**2 // (ty * tx)))
     ov = geometry.overlap_px
     ys, xs = tile_origins(H, ty, ov), tile_origins(W, tx, ov)
     wy = {y: geometry.weights(ty, y == 0, y + ty == H) for y in ys}
@@ -165,6 +168,7 @@ def predict_tiled(
     info = {
         "tile_px": [ty, tx],
         "tiles": len(coords),
+        "tiles_per_batch": batch_size,
         "margin_px": geometry.margin_px,
         "overlap_px": ov,
     }
