@@ -73,11 +73,14 @@ class Bundle:
         """``(model, runtime)``: what runs the network for inference. ``"onnx"``: the bundle's
         checked ONNX graph under ONNX Runtime (no Keras import; see :mod:`temtool.runtime`);
         ``"keras"``: :attr:`model`; ``"auto"``: ONNX when the bundle has a graph that matches
-        its model.keras and ONNX Runtime is installed, else Keras."""
-        from temtool.runtime import RUNTIMES
+        its model.keras, ONNX Runtime is installed and no GPU is visible (Keras runs there on
+        the GPU), else Keras."""
+        from temtool.runtime import RUNTIMES, gpu_visible
 
         if runtime not in RUNTIMES:
             raise ParameterError("runtime", f"must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime == "auto" and gpu_visible():
+            runtime = "keras"
         if runtime != "keras":
             why = self._onnx_problem()
             if why is None:

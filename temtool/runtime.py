@@ -22,7 +22,15 @@ import numpy as np
 
 from temtool.arch import Architecture
 
-__all__ = ["RUNTIMES", "ONNX_FILE", "export_onnx", "onnx_available", "OnnxModel"]
+__all__ = [
+    "RUNTIMES",
+    "ONNX_FILE",
+    "export_onnx",
+    "onnx_available",
+    "gpu_visible",
+    "OnnxModel",
+    "CompiledForward",
+]
 
 RUNTIMES = ("auto", "onnx", "keras")
 ONNX_FILE = "model.onnx"
@@ -37,6 +45,14 @@ def onnx_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def gpu_visible() -> bool:
+    """Whether an NVIDIA GPU is visible to this process, without importing a backend: then
+    ``auto`` keeps Keras (its backend runs on the GPU; ONNX Runtime here is the CPU build)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 # ----------------------------------------------------------------------------- export
@@ -164,3 +180,83 @@ class OnnxModel:
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"image": np.ascontiguousarray(x, np.float32)})[0]
+
+
+# ------------------------------------------------------------- compiled Keras forward pass
+def _members(tta: bool) -> tuple[int, ...]:
+    return tuple(range(8)) if tta else (0,)
+
+
+class CompiledForward:
+    """The model stage of :class:`temtool.segment.Segmenter` for the Keras runtime, compiled
+    once per tile shape: a batch of standardised tiles goes to the backend's device once; the
+    TTA transforms, the network, the class probability (sigmoid of the logit difference) and
+    the TTA mean and spread all run there; only the probabilities come back (one or two
+    channels, not eight sets of logits). Uses ``keras.ops`` inside; the compilation is the
+    backend's own (``jax.jit`` of the stateless call, ``tf.function``; eager on PyTorch),
+    behind this one adapter.
+
+    Call it with ``(N, h, w)`` float32 tiles; returns ``(N, h, w)`` or, with TTA,
+    ``(N, 2, h, w)`` (mean, spread), as ``Segmenter.forward`` does.
+    """
+
+    def __init__(self, model, tta: bool = False):
+        import keras
+
+        self.model, self.tta = model, tta
+        self.backend = keras.backend.backend()
+        self._fn = self._compile()
+
+    def _probability(self, x, run):
+        """keras.ops graph: tiles ``(N, h, w)`` -> mean (and spread) of the members."""
+        from keras import ops
+
+        from temtool.train import _dihedral_ops
+
+        x = ops.expand_dims(x, -1)
+        total = square = None
+        members = _members(self.tta)
+        for k in members:
+            logits = ops.cast(run(_dihedral_ops(x, k)), "float32")
+            p = ops.sigmoid(ops.clip(logits[..., 1:2] - logits[..., 0:1], -80.0, 80.0))
+            p = _dihedral_ops(p, k, inverse=True)[..., 0]
+            total = p if total is None else total + p
+            square = p * p if square is None else square + p * p
+        mean = total / len(members)
+        if not self.tta:
+            return mean
+        sd = ops.sqrt(ops.maximum(square / len(members) - mean * mean, 0.0))
+        return ops.stack([mean, sd], axis=1)
+
+    def _compile(self):
+        model = self.model
+        if self.backend == "jax":
+            import jax
+
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+
+            def fn(tv, ntv, x):
+                return self._probability(x, lambda t: model.stateless_call(tv, ntv, t, training=False)[0])
+
+            jitted = jax.jit(fn)
+            return lambda x: jitted(trainable, non_trainable, x)
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(
+                lambda x: self._probability(x, lambda t: model(t, training=False)), reduce_retracing=True
+            )
+        import torch  # the PyTorch backend: eager, without autograd
+
+        def eager(x):
+            with torch.no_grad():
+                return self._probability(x, lambda t: model(t, training=False))
+
+        return eager
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        import keras
+
+        out = self._fn(keras.ops.convert_to_tensor(np.ascontiguousarray(tiles, np.float32)))
+        return np.asarray(keras.ops.convert_to_numpy(out), np.float32)

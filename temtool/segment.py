@@ -117,7 +117,16 @@ class Segmenter:
     def forward(self, tiles: np.ndarray) -> np.ndarray:
         """Particle probability of a batch of standardised tiles ``(N, h, w)``: the sigmoid of
         the logit difference (the softmax of two classes). With TTA, the mean over the 8
-        dihedral transforms and their standard deviation: ``(N, 2, h, w)``."""
+        dihedral transforms and their standard deviation: ``(N, 2, h, w)``. On the Keras
+        runtime all of it runs compiled on the backend's device
+        (:class:`temtool.runtime.CompiledForward`); on ONNX Runtime the transforms are host
+        array views around each network call."""
+        if self.runtime == "keras":
+            if getattr(self, "_compiled", None) is None or self._compiled.tta != self.tta:
+                from temtool.runtime import CompiledForward
+
+                self._compiled = CompiledForward(self.model, self.tta)
+            return self._compiled(tiles)
         ks = range(8) if self.tta else (0,)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)

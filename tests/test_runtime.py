@@ -148,3 +148,44 @@ def test_jax_keeps_its_compiled_programs_in_temtools_cache(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "TEMTOOL_JAX_CACHE": "0"}
     )
     assert off.stdout.strip().splitlines()[-1] != str(tmp_path / "jax")
+
+
+def test_auto_keeps_keras_where_a_gpu_is_visible(monkeypatch):
+    """ONNX Runtime here is the CPU build: with a GPU the Keras backend runs the network."""
+    import temtool.runtime
+
+    b = load_bundle(ROOT / "temtool" / "pretrained" / "standard")
+    monkeypatch.setattr(temtool.runtime, "gpu_visible", lambda: True)
+    assert b.inference_model("auto")[1] == "keras"
+    assert b.inference_model("onnx")[1] == "onnx"  # asked for explicitly
+    monkeypatch.undo()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert temtool.runtime.gpu_visible() is False
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("tta", [False, True])
+def test_compiled_forward_equals_the_host_computation(tta):
+    """The Keras runtime's compiled model stage (transforms, network, probability, TTA mean and
+    spread on the device) gives what the host loop over predict_on_batch gives."""
+    from temtool.runtime import CompiledForward
+    from temtool.tiling import dihedral
+
+    arch = Architecture.create(depth=2, pool="2,2", filters=4)
+    model = _trained_like(arch)
+    tiles = np.random.default_rng(4).standard_normal((2, 32, 32)).astype(np.float32)
+    got = CompiledForward(model, tta=tta)(tiles)
+    ps = []
+    for k in range(8) if tta else (0,):
+        logits = keras.ops.convert_to_numpy(
+            model(dihedral(tiles, k, axes=(-2, -1))[..., None], training=False)
+        )
+        ps.append(
+            dihedral(1 / (1 + np.exp(-(logits[..., 1] - logits[..., 0]))), k, axes=(-2, -1), inverse=True)
+        )
+    want = np.mean(ps, 0) if not tta else np.stack([np.mean(ps, 0), np.std(ps, 0)], axis=1)
+    assert got.shape == want.shape
+    if tta:  # the spread is a sqrt of a variance: float32 rounding grows near 0
+        assert np.abs(got[:, 0] - want[:, 0]).max() < 1e-4 and np.abs(got[:, 1] - want[:, 1]).max() < 2e-3
+    else:
+        assert np.abs(got - want).max() < 1e-4
