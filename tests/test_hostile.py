@@ -335,3 +335,29 @@ def test_ctrl_c_stops_tune(small_data, tmp_path):
     assert code == 130, out
     assert "interrupted" in out and "Traceback" not in out
     assert dt < 30
+
+
+def test_ctrl_c_stops_a_folder_pipeline_cleanly(tmp_path, monkeypatch):
+    """Ctrl-C while `segment` reads, segments and writes a folder in parallel: exit 130, no
+    traceback, and no temporary or half-written file in the output folder."""
+    from PIL import Image
+
+    from temtool.data.io import write_tiff
+    from temtool.data.simulate import config_for, simulate_image
+
+    (tmp_path / "in").mkdir()
+    img = simulate_image(config_for("standard", pixel_size_nm=0.5), 256, 0).image
+    for i in range(40):
+        write_tiff(tmp_path / "in" / f"m{i:02d}.tif", img, 0.5)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "temtool.cli", "segment", "in", "--out", "out", "--workers", "2"]
+    monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path / "cache"))  # the shipped model
+    code, text, dt = _interrupt(cmd, lambda: any(out.glob("*_sizes.png")), tmp_path)
+    assert code == 130, text
+    assert "interrupted" in text and "Traceback" not in text
+    assert dt < 30
+    files = list(out.iterdir())
+    assert files and not [f for f in files if f.name.startswith(".")]  # no temporaries
+    assert len({f.name.split("_")[0] for f in files}) < 40  # really stopped early
+    for f in out.glob("*.png"):
+        Image.open(f).load()  # every file that is there is whole
