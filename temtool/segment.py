@@ -57,6 +57,12 @@ def pixel_size_scale(image_px_nm: float | None, model_px_nm: float | None) -> fl
     return 1.0
 
 
+def _is_keras_model(model) -> bool:
+    import keras
+
+    return isinstance(model, keras.Model)
+
+
 @dataclass
 class Segmenter:
     """Particle probability maps for micrographs of any size from a trained ResUNet.
@@ -120,8 +126,9 @@ class Segmenter:
         dihedral transforms and their standard deviation: ``(N, 2, h, w)``. On the Keras
         runtime all of it runs compiled on the backend's device
         (:class:`temtool.runtime.CompiledForward`); on ONNX Runtime the transforms are host
-        array views around each network call."""
-        if self.runtime == "keras":
+        array views around each network call (so is any object with a Keras-like
+        ``predict_on_batch``)."""
+        if self.runtime == "keras" and _is_keras_model(self.model):
             if getattr(self, "_compiled", None) is None or self._compiled.tta != self.tta:
                 from temtool.runtime import CompiledForward
 
