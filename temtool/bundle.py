@@ -86,7 +86,15 @@ class Bundle:
             if why is None:
                 from temtool.runtime import OnnxModel
 
-                return OnnxModel(self.path / self.metadata["onnx"]["file"]), "onnx"
+                graph = OnnxModel(self.path / self.metadata["onnx"]["file"])
+                found = graph.architecture
+                if found != self.arch:
+                    raise TemtoolError(
+                        f"{self.path / 'bundle.json'}: describes {self.arch.label()} but model.onnx is "
+                        f"{found.label() if found else 'of unknown architecture'}; the bundle was edited "
+                        "or mixed from two models: retrain, or restore the matching files"
+                    )
+                return graph, "onnx"
             if runtime == "onnx":
                 raise TemtoolError(f"{self.path}: cannot run with ONNX Runtime: {why}")
         return self.model, "keras"

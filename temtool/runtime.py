@@ -15,6 +15,7 @@ is chosen only when a bundle carries a checked ``model.onnx`` (``--runtime keras
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 RUNTIMES = ("auto", "onnx", "keras")
+ARCH_KEY = "temtool_architecture"
 ONNX_FILE = "model.onnx"
 OPSET = 17
 CHECK_TOLERANCE = 1e-3  # largest logit difference accepted between the graph and the Keras model
@@ -137,6 +139,7 @@ def _build_graph(model, arch: Architecture):
         initializer=g.inits,
     )
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    helper.set_model_props(onnx_model, {ARCH_KEY: json.dumps(arch.to_dict())})  # the graph says what it is
     onnx_model.ir_version = min(onnx_model.ir_version, 8)  # readable by older ONNX Runtimes
     return onnx_model
 
@@ -177,6 +180,12 @@ class OnnxModel:
         opts.log_severity_level = 3
         src = source if isinstance(source, bytes) else str(source)
         self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def architecture(self) -> Architecture | None:
+        """The architecture the graph was written from (stored in the graph), or None."""
+        text = self.session.get_modelmeta().custom_metadata_map.get(ARCH_KEY)
+        return Architecture.from_dict(json.loads(text)) if text else None
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"image": np.ascontiguousarray(x, np.float32)})[0]

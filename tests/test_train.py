@@ -163,9 +163,10 @@ def test_bundle_whose_architecture_disagrees_with_its_model_is_refused(tmp_path,
     (path / "bundle.json").write_text(json.dumps(meta))
     img = tmp_path / "i.npy"
     np.save(img, np.random.default_rng(0).standard_normal((64, 64)).astype("float32"))
-    code, _, err = run_cli("segment", img, "--model", path, "--out", tmp_path / "o")
-    assert code == 2 and "describes d2 p4,4" in err and "model.keras is d2 p2,2" in err
-    assert "Traceback" not in err
+    for runtime, graph in (("auto", "model.onnx"), ("keras", "model.keras")):  # each reads its own file
+        code, _, err = run_cli("segment", img, "--model", path, "--out", tmp_path / "o", "--runtime", runtime)
+        assert code == 2 and "describes d2 p4,4" in err and f"{graph} is d2 p2,2" in err
+        assert "Traceback" not in err
 
 
 @pytest.mark.jax
