@@ -161,7 +161,16 @@ def export_onnx(model, arch: Architecture, path: str | os.PathLike, check_px: in
     x = np.random.default_rng(0).standard_normal((2, size, size, 1)).astype(np.float32)
     import keras
 
-    reference = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float32)
+    from temtool.arch import build_resunet
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:  # the graph computes in float32: check it against a float32 copy (mixed-precision models)
+        reference_model = build_resunet(arch)
+        reference_model.set_weights(model.get_weights())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    reference = keras.ops.convert_to_numpy(reference_model(x, training=False)).astype(np.float32)
     diff = float(np.abs(OnnxModel(data).predict_on_batch(x) - reference).max())
     if not diff <= CHECK_TOLERANCE:
         return None

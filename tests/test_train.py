@@ -188,7 +188,7 @@ def test_effective_rf_stays_inside_the_exact_field():
 
 
 @pytest.mark.jax
-def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data):
+def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data, tmp_path):
     from temtool.data.dataset import load_dataset
     from temtool.train import TrainConfig, fit
 
@@ -202,6 +202,15 @@ def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data):
     assert r.model.get_layer("enc0_conv1").compute_dtype == "bfloat16"
     assert keras.backend.standardize_dtype(r.model.outputs[0].dtype) == "float32"
     assert np.isfinite(r.history["loss"]).all()
+    from temtool.bundle import load_bundle, write_bundle
+
+    bundle = write_bundle(tmp_path / "mixed-bundle", r.model, r.arch, pixel_size_nm=0.5)
+    b = load_bundle(bundle)
+    assert b.metadata["onnx"] is not None  # the float32 graph of a mixed-precision model
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 1)).astype(np.float32)
+    got = b.inference_model("onnx")[0].predict_on_batch(x)
+    want = keras.ops.convert_to_numpy(b.model(x, training=False))  # bfloat16 inside
+    assert np.abs(got - want).max() < 0.1 * max(1.0, np.abs(want).max())
 
 
 @pytest.mark.jax
