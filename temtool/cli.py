@@ -102,11 +102,19 @@ def _arch(depth: int, pool: str, filters: str, kernel: int):
         raise TemtoolError(f"--depth/--pool/--filters/--kernel: {e}") from None
 
 
-def _train_config(**kw):
+def _train_config(epochs, batch, lr, loss, precision, seed, patience, augment_on):
     from temtool.train import TrainConfig
 
-    kw["batch_size"] = kw.pop("batch")
-    cfg = TrainConfig(**kw)
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        loss=loss,
+        precision=precision,
+        seed=seed,
+        patience=patience,
+        augment_on=augment_on,
+    )
     cfg.validate()
     return cfg
 
@@ -282,16 +290,7 @@ def train(
 
     _state["flags"] = {"out_dir": "--out"}
     arch = _arch(depth, pool, filters, kernel)
-    cfg = _train_config(
-        epochs=epochs,
-        batch=batch,
-        lr=lr,
-        loss=loss,
-        precision=precision,
-        seed=seed,
-        patience=patience,
-        augment_on=augment_on,
-    )
+    cfg = _train_config(epochs, batch, lr, loss, precision, seed, patience, augment_on)
     _builtin_data(data, as_json)
     with Progress(enabled=not as_json) as bar:
         callbacks = training_callbacks(bar, epochs, repeats)
@@ -338,9 +337,9 @@ def tune(
     loss: Annotated[str, O(help="Loss (when --losses is not given).")] = "ce",
     patience: Patience = 10,
     precision: Precision = "auto",
-    augment_on: AugmentOn = "auto",
     seed: Seed = 0,
     pixel_size: PixelSize = None,
+    augment_on: AugmentOn = "auto",
     project: Annotated[Optional[str], O(help="Project name under --directory (default DATA-search).")] = None,
     directory: Annotated[str, O(help="Folder of search projects.")] = "tuner_logs",
     overwrite: Annotated[bool, O("--overwrite", help="Start the project over (default: resume).")] = False,
@@ -378,16 +377,7 @@ def tune(
         seed=seed,
         space=space,
         pixel_size_nm=pixel_size,
-        train=_train_config(
-            epochs=epochs,
-            batch=batch,
-            lr=lr,
-            loss=loss,
-            precision=precision,
-            seed=seed,
-            patience=patience,
-            augment_on=augment_on,
-        ),
+        train=_train_config(epochs, batch, lr, loss, precision, seed, patience, augment_on),
     )
     _builtin_data(data, as_json)
     with Progress(enabled=not as_json) as bar:
