@@ -273,6 +273,10 @@ class CompiledForward:
 
         return eager
 
+    def on_device(self, tiles):
+        """A batch of tiles already on the device -> probabilities left on the device."""
+        return self._fn(tiles)
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import keras
 

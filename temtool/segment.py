@@ -129,11 +129,7 @@ class Segmenter:
         array views around each network call (so is any object with a Keras-like
         ``predict_on_batch``)."""
         if self.runtime == "keras" and _is_keras_model(self.model):
-            if getattr(self, "_compiled", None) is None or self._compiled.tta != self.tta:
-                from temtool.runtime import CompiledForward
-
-                self._compiled = CompiledForward(self.model, self.tta)
-            return self._compiled(tiles)
+            return self._compiled_forward()(tiles)
         ks = range(8) if self.tta else (0,)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)
@@ -152,9 +148,25 @@ class Segmenter:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probability ``(H, W)`` float32 of a standardised image at the model's scale, tiled;
-        equal to :meth:`predict_whole` everywhere. With TTA ``(2, H, W)``: mean and spread."""
+        equal to :meth:`predict_whole` everywhere. With TTA ``(2, H, W)``: mean and spread.
+        On the Keras runtime tiles are cut, run and blended on the backend's device."""
+        if self.runtime == "keras" and _is_keras_model(self.model):
+            from temtool.tiling import predict_tiled_on_device
+
+            self._compiled_forward()
+            prob, self.info = predict_tiled_on_device(
+                self._compiled.on_device, image, self.geometry, self.batch_size
+            )
+            return prob
         prob, self.info = predict_tiled(self.forward, image, self.geometry, self.batch_size)
         return prob
+
+    def _compiled_forward(self):
+        if getattr(self, "_compiled", None) is None or self._compiled.tta != self.tta:
+            from temtool.runtime import CompiledForward
+
+            self._compiled = CompiledForward(self.model, self.tta)
+        return self._compiled
 
     def predict_whole(self, image: np.ndarray) -> np.ndarray:
         """The same in one pass over the whole padded image (the reference for tiling)."""

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TileGeometry", "tile_origins", "predict_tiled", "predict_whole", "dihedral"]
+__all__ = [
+    "TileGeometry",
+    "tile_origins",
+    "predict_tiled",
+    "predict_tiled_on_device",
+    "predict_whole",
+    "dihedral",
+]
 
 
 def _round_up(n: float, multiple: int) -> int:
@@ -138,13 +145,9 @@ def predict_whole(forward: Forward, image: np.ndarray, geometry: TileGeometry) -
     return geometry.crop(forward(canvas[None])[0], image.shape)
 
 
-def predict_tiled(
-    forward: Forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
-) -> tuple[np.ndarray, dict]:
-    """:func:`predict_whole`, computed tile by tile. Returns ``([K,] H, W)`` float32 and a
-    summary of the tiling (tile size, number of tiles, margin, overlap). A batch holds at most
-    ``batch_size`` tiles and at most the pixels of one largest tile (``max_tile_px`` squared),
-    so large tiles do not multiply the memory by the batch size."""
+def _plan(image: np.ndarray, geometry: TileGeometry, batch_size: int):
+    """What both tiled predictions share: the canvas, tile size, batches of tile origins, 1-D
+    blending weights, the summed weights (``norm``) and the tiling summary."""
     canvas = geometry.canvas(image)
     H, W = canvas.shape
     ty, tx = geometry.tile_px(H), geometry.tile_px(W)
@@ -153,18 +156,11 @@ def predict_tiled(
     ys, xs = tile_origins(H, ty, ov), tile_origins(W, tx, ov)
     wy = {y: geometry.weights(ty, y == 0, y + ty == H) for y in ys}
     wx = {x: geometry.weights(tx, x == 0, x + tx == W) for x in xs}
-    acc = None
-    norm = np.zeros((H, W), np.float32)
     coords = [(y, x) for y in ys for x in xs]
-    for i in range(0, len(coords), max(1, batch_size)):
-        chunk = coords[i : i + batch_size]
-        probs = forward(np.stack([canvas[y : y + ty, x : x + tx] for y, x in chunk]))
-        if acc is None:
-            acc = np.zeros((*probs.shape[1:-2], H, W), np.float32)
-        for (y, x), p in zip(chunk, probs):
-            w2 = np.outer(wy[y], wx[x])
-            acc[..., y : y + ty, x : x + tx] += p * w2
-            norm[y : y + ty, x : x + tx] += w2
+    norm = np.zeros((H, W), np.float32)
+    for y, x in coords:
+        norm[y : y + ty, x : x + tx] += np.outer(wy[y], wx[x])
+    batches = [coords[i : i + batch_size] for i in range(0, len(coords), batch_size)]
     info = {
         "tile_px": [ty, tx],
         "tiles": len(coords),
@@ -172,7 +168,51 @@ def predict_tiled(
         "margin_px": geometry.margin_px,
         "overlap_px": ov,
     }
-    return geometry.crop(acc / np.maximum(norm, 1e-12), image.shape), info
+    return canvas, (ty, tx), batches, wy, wx, np.maximum(norm, 1e-12), info
+
+
+def predict_tiled(
+    forward: Forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
+) -> tuple[np.ndarray, dict]:
+    """:func:`predict_whole`, computed tile by tile. Returns ``([K,] H, W)`` float32 and a
+    summary of the tiling (tile size, number of tiles, margin, overlap). A batch holds at most
+    ``batch_size`` tiles and at most the pixels of one largest tile (``max_tile_px`` squared),
+    so large tiles do not multiply the memory by the batch size."""
+    canvas, (ty, tx), batches, wy, wx, norm, info = _plan(image, geometry, batch_size)
+    acc = None
+    for chunk in batches:
+        probs = forward(np.stack([canvas[y : y + ty, x : x + tx] for y, x in chunk]))
+        if acc is None:
+            acc = np.zeros((*probs.shape[1:-2], *canvas.shape), np.float32)
+        for (y, x), p in zip(chunk, probs):
+            acc[..., y : y + ty, x : x + tx] += p * np.outer(wy[y], wx[x])
+    return geometry.crop(acc / norm, image.shape), info
+
+
+def predict_tiled_on_device(
+    forward, image: np.ndarray, geometry: TileGeometry, batch_size: int = 4
+) -> tuple[np.ndarray, dict]:
+    """:func:`predict_tiled` with the canvas, the tiles, the weighting and the blended sum on
+    the Keras backend's device (``keras.ops``): the image goes there once, the blended
+    probabilities come back once. ``forward`` maps a device batch of tiles to a device batch
+    of probabilities (:meth:`temtool.runtime.CompiledForward.on_device`)."""
+    from keras import ops
+
+    canvas, (ty, tx), batches, wy, wx, norm, info = _plan(image, geometry, batch_size)
+    canvas = ops.convert_to_tensor(canvas)
+    acc = None
+    for chunk in batches:
+        probs = forward(ops.stack([ops.slice(canvas, (y, x), (ty, tx)) for y, x in chunk]))
+        if acc is None:
+            acc = ops.zeros((*probs.shape[1:-2], *canvas.shape), "float32")
+        lead = (0,) * (len(acc.shape) - 2)
+        for j, (y, x) in enumerate(chunk):
+            w2 = ops.outer(ops.convert_to_tensor(wy[y]), ops.convert_to_tensor(wx[x]))
+            start = (*lead, y, x)
+            here = ops.slice(acc, start, tuple(probs.shape[1:]))
+            acc = ops.slice_update(acc, start, here + probs[j] * w2)
+    out = ops.convert_to_numpy(acc / ops.convert_to_tensor(norm))
+    return geometry.crop(np.asarray(out, np.float32), image.shape), info
 
 
 def dihedral(x: np.ndarray, k: int, axes: tuple[int, int] | None = None, inverse: bool = False) -> np.ndarray:
