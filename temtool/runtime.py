@@ -210,9 +210,10 @@ class CompiledForward:
     once per tile shape: a batch of standardised tiles goes to the backend's device once; the
     TTA transforms, the network, the class probability (sigmoid of the logit difference) and
     the TTA mean and spread all run there; only the probabilities come back (one or two
-    channels, not eight sets of logits). Uses ``keras.ops`` inside; the compilation is the
-    backend's own (``jax.jit`` of the stateless call, ``tf.function``; eager on PyTorch),
-    behind this one adapter.
+    channels, not eight sets of logits). Uses ``keras.ops`` inside; compiled by ``jax.jit`` of
+    the stateless call on JAX (the GPU machine: tiles and results stay on the device), and by
+    Keras itself (``predict_on_batch`` of a model wrapping the same graph) on the other
+    backends, behind this one adapter.
 
     Call it with ``(N, h, w)`` float32 tiles; returns ``(N, h, w)`` or, with TTA,
     ``(N, 2, h, w)`` (mean, spread), as ``Segmenter.forward`` does.
@@ -259,19 +260,13 @@ class CompiledForward:
 
             jitted = jax.jit(fn)
             return lambda x: jitted(trainable, non_trainable, x)
-        if self.backend == "tensorflow":
-            import tensorflow as tf
+        # other backends: Keras compiles the same graph itself (predict_on_batch: a traced
+        # function on TensorFlow, no autograd on PyTorch); no backend module imported here
+        import keras
 
-            return tf.function(
-                lambda x: self._probability(x, lambda t: model(t, training=False)), reduce_retracing=True
-            )
-        import torch  # the PyTorch backend: eager, without autograd
-
-        def eager(x):
-            with torch.no_grad():
-                return self._probability(x, lambda t: model(t, training=False))
-
-        return eager
+        tiles = keras.Input((None, None), name="tiles")
+        stage = keras.Model(tiles, self._probability(tiles, lambda t: model(t, training=False)))
+        return lambda x: keras.ops.convert_to_tensor(stage.predict_on_batch(x))
 
     def on_device(self, tiles):
         """A batch of tiles already on the device -> probabilities left on the device."""
