@@ -128,8 +128,9 @@ class Segmenter:
         (:class:`temtool.runtime.CompiledForward`); on ONNX Runtime the transforms are host
         array views around each network call (so is any object with a Keras-like
         ``predict_on_batch``)."""
-        if self.runtime == "keras" and _is_keras_model(self.model):
-            return self._compiled_forward()(tiles)
+        stage = self._device_stage()
+        if stage is not None:
+            return stage(tiles)
         ks = range(8) if self.tta else (0,)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)
@@ -150,18 +151,20 @@ class Segmenter:
         """Probability ``(H, W)`` float32 of a standardised image at the model's scale, tiled;
         equal to :meth:`predict_whole` everywhere. With TTA ``(2, H, W)``: mean and spread.
         On the Keras runtime tiles are cut, run and blended on the backend's device."""
-        if self.runtime == "keras" and _is_keras_model(self.model):
+        stage = self._device_stage()
+        if stage is not None:
             from temtool.tiling import predict_tiled_on_device
 
-            self._compiled_forward()
-            prob, self.info = predict_tiled_on_device(
-                self._compiled.on_device, image, self.geometry, self.batch_size
-            )
+            prob, self.info = predict_tiled_on_device(stage.on_device, image, self.geometry, self.batch_size)
             return prob
         prob, self.info = predict_tiled(self.forward, image, self.geometry, self.batch_size)
         return prob
 
-    def _compiled_forward(self):
+    def _device_stage(self):
+        """The compiled model stage of a Keras model on the Keras runtime (built once per TTA
+        setting), or None: ONNX Runtime and stand-ins with ``predict_on_batch`` use the host."""
+        if self.runtime != "keras" or not _is_keras_model(self.model):
+            return None
         if getattr(self, "_compiled", None) is None or self._compiled.tta != self.tta:
             from temtool.runtime import CompiledForward
 
