@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from temtool.train import TrainConfig  # noqa: E402
-from temtool.tune import SearchSpace, TuneConfig, tune  # noqa: E402
+from temtool.tune import RESULT_COLUMNS, SearchSpace, TuneConfig, tune  # noqa: E402
 
 FIG = Path(__file__).resolve().parent / "figures"
 # depth 3 and 4: pool sequences whose study-formula RF spans the depth-2 range (44-392 px)
@@ -39,23 +39,12 @@ SEQUENCES = {
     3: ((1, 1, 4), (2, 2, 2), (1, 4, 8), (1, 8, 8)),  # 44, 96, 208, 400 px
     4: ((1, 1, 1, 4), (1, 2, 2, 2), (2, 2, 2, 2), (1, 1, 8, 8)),  # 52, 104, 200, 408 px
 }
-COLUMNS = (
-    "set",
-    "depth",
-    "pools",
-    "params",
-    "rf_px",
-    "rf_nm",
-    "val_hard_dice_mean",
-    "test_hard_dice_mean",
-    "test_hard_dice_sd",
-    "test_hard_dice_ci95",
-    "test_dice_fringed",
-    "test_dice_weak_fringe",
-    "test_dice_off_zone",
-    "seeds",
-    "epochs_run",
-)
+# the trial columns of temtool tune that the figure's table keeps, after the set's name
+_DROPPED = {
+    "trial_id", "filters", "val_hard_dice_std", "val_soft_dice_mean", "time_s", "images_per_s", "lr", "loss",
+    "tuner_id",
+}  # fmt: skip
+COLUMNS = ("set", *(c for c in RESULT_COLUMNS if c not in _DROPPED), "seeds")
 
 
 def space_for(depth: int) -> SearchSpace:
