@@ -251,12 +251,9 @@ class DeviceDihedral(keras.Model):
         self.members = tuple(range(8)) if square else (0, 2, 4, 6)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def transformed(self, x, k):
-        """Image ``i`` of ``x`` under member ``k[i]`` (indices into :attr:`members`); also
-        used, with ``inverse``, for the logits."""
-        return self._select(x, k, inverse=False)
-
     def _select(self, x, k, inverse: bool):
+        """Image ``i`` of ``x`` under member ``k[i]`` (indices into :attr:`members`), or
+        under its inverse (for the logits)."""
         from keras import ops
 
         onehot = ops.one_hot(k, len(self.members), dtype=x.dtype)
