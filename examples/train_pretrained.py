@@ -180,10 +180,12 @@ def _epoch_line(e, logs, ips):
     )
 
 
-def build_finetune_dataset(root: Path, n_sim: int, seed: int, val_names: list[str]) -> None:
+def build_finetune_dataset(
+    root: Path, n_sim: int, seed: int, val_names: list[str], real_copies: int = 1
+) -> None:
     """The real training micrographs with a smaller draw of simulations (so the simulated
     variety stays in view); validation on the real validation micrographs only."""
-    info = build_standard_dataset(root, n_sim, seed, real_copies=1, val_names=val_names)
+    info = build_standard_dataset(root, n_sim, seed, real_copies=real_copies, val_names=val_names)
     meta = json.loads((root / "dataset.json").read_text())
     splits = meta["splits"]
     sim_val = [s for s in splits["val"] if s.startswith("sim_")]
@@ -222,7 +224,9 @@ def train_standard(args) -> None:
             joint_model = res.model
         # fine-tune stage: real micrographs weigh more, epoch chosen on the real validation ones
         ft_root = Path(tmp) / "finetune"
-        build_finetune_dataset(ft_root, args.finetune_n_sim, args.seed + 2, info["real_val"])
+        build_finetune_dataset(
+            ft_root, args.finetune_n_sim, args.seed + 2, info["real_val"], args.finetune_real_copies
+        )
         ft = load_dataset(ft_root)
         cfg = TrainConfig(
             epochs=args.finetune_epochs, batch_size=16, lr=5e-4, seed=args.seed, patience=args.finetune_epochs
@@ -301,6 +305,7 @@ def main() -> None:
     ap.add_argument("--arch", nargs=2, metavar=("DEPTH", "FILTERS"), help="skip the tuner")
     ap.add_argument("--finetune-epochs", type=int, default=8)
     ap.add_argument("--finetune-n-sim", type=int, default=300)
+    ap.add_argument("--finetune-real-copies", type=int, default=1)
     ap.add_argument("--start-from", help="the joint stage's bundle: run the fine-tune stage only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))

@@ -155,6 +155,12 @@ def typical_area_px(mask: np.ndarray) -> float | None:
     return None if d is None else float(np.pi * d * d / 4)
 
 
+# automatic minimum object area, as a fraction of the typical particle's: a twentieth kept the
+# small real particles a tenth dropped (count error on the 20 shared real micrographs 11% ->
+# 7%) and let no more carbon speckle through on domain-randomised simulations
+MIN_AREA_FRACTION = 0.05
+
+
 @dataclass(frozen=True)
 class PostProcessing:
     """From a probability map to a particle mask.
@@ -162,7 +168,7 @@ class PostProcessing:
     ``smooth_px``: Gaussian sigma applied to the probability map first (0: none).
     ``fill_holes``: fill holes smaller than a typical particle (a ring of touching particles
     keeps its larger hole). ``min_area``: drop objects smaller than this, in nm^2 when the
-    pixel size is known, else in px; None: automatic, a tenth of the typical particle area
+    pixel size is known, else in px; None: automatic, a twentieth of the typical particle area
     (:func:`typical_area_px`, from a granulometry) and at least 10 px.
     """
 
@@ -191,7 +197,7 @@ class PostProcessing:
         if self.min_area is not None:
             min_px = self.min_area / (pixel_size_nm**2 if pixel_size_nm else 1.0)
         else:
-            min_px = max(10.0, 0.1 * typical) if typical else 10.0
+            min_px = max(10.0, MIN_AREA_FRACTION * typical) if typical else 10.0
         mask = remove_small_objects(mask, max_size=max(0, int(np.ceil(min_px)) - 1))
         hole_px = 0
         if self.fill_holes and typical:

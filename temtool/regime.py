@@ -6,9 +6,10 @@ contrast nor noise level matters.
 
 Fringes alone do not make an HRTEM micrograph: bright-field images of crystalline particles
 often show a few Bragg spots too, while their particles stand out by amplitude contrast.
-:func:`classify` therefore calls a micrograph HRTEM only when it has fringes *and* weak
-amplitude contrast (:func:`amplitude_separability`), and never when its known pixel size is
-too coarse for lattice imaging.
+:func:`classify` therefore calls a micrograph HRTEM only when its amplitude contrast is weak
+(:func:`amplitude_separability`) and it has fringes, or its known pixel size is one only
+lattice imaging uses (weakly fringed, off-zone or twinned particles show no spot); never when
+its known pixel size is too coarse for lattice imaging.
 """
 
 from __future__ import annotations
@@ -126,14 +127,24 @@ def amplitude_separability(image: np.ndarray) -> float:
 
 
 def classify(image: np.ndarray, pixel_size_nm: float | None = None) -> tuple[str, str]:
-    """``("hrtem" | "standard", why)``: HRTEM when lattice fringes are present and the
-    amplitude contrast is weak (and the pixel size, if known, can resolve fringes)."""
+    """``("hrtem" | "standard", why)``: HRTEM when the amplitude contrast is weak and either
+    lattice fringes are present or the known pixel size is one only lattice imaging uses
+    (weakly fringed, off-zone or twinned particles show no Bragg spot, yet such a micrograph
+    is HRTEM all the same); standard bright-field TEM otherwise, and always when the known
+    pixel size is too coarse for lattice fringes."""
     if pixel_size_nm and pixel_size_nm > HRTEM_MAX_PIXEL_NM:
         return "standard", f"{pixel_size_nm:g} nm/px is too coarse for lattice fringes"
     score = fringe_score(image, pixel_size_nm)
-    if score <= FRINGE_THRESHOLD:
-        return "standard", f"no lattice fringes in the power spectrum (score {score:.0f})"
+    fringes = score > FRINGE_THRESHOLD
+    what = f"lattice fringes (score {score:.0f})" if fringes else f"no lattice fringes (score {score:.0f})"
     sep = amplitude_separability(image)
     if sep >= AMPLITUDE_THRESHOLD:
-        return "standard", f"lattice fringes (score {score:.0f}) but strong amplitude contrast ({sep:.2f})"
-    return "hrtem", f"lattice fringes (score {score:.0f}) and weak amplitude contrast ({sep:.2f})"
+        return "standard", f"{what} and strong amplitude contrast ({sep:.2f})"
+    if fringes:
+        return "hrtem", f"{what} and weak amplitude contrast ({sep:.2f})"
+    if pixel_size_nm:
+        return "hrtem", (
+            f"{what}, but {pixel_size_nm:g} nm/px is lattice-imaging sampling "
+            f"and the amplitude contrast is weak ({sep:.2f})"
+        )
+    return "standard", f"{what} in the power spectrum"

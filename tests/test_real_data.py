@@ -56,6 +56,19 @@ def test_hrtem_with_fringes_is_recognised_with_and_without_pixel_size():
     assert sum(with_px) >= 4 and sum(without) >= 4
 
 
+def test_weakly_fringed_hrtem_at_lattice_sampling_gets_the_hrtem_model():
+    """Off-zone and weakly fringed particles show no Bragg spot: with a pixel size only lattice
+    imaging uses and weak amplitude contrast, the micrograph is HRTEM all the same; the same
+    images without a calibration fall back to standard (nothing says they are HRTEM)."""
+    cfg = config_for("hrtem", state_weights=(0, 0, 0, 0, 0, 1))  # off zone only: no lattice
+    kinds = []
+    for seed in range(3):
+        img = simulate_image(cfg, 512, seed).image
+        assert fringe_score(img, 0.02152) <= 100
+        kinds.append((classify(img, 0.02152)[0], classify(img, None)[0], classify(img, 0.5)[0]))
+    assert kinds == [("hrtem", "standard", "standard")] * 3
+
+
 def test_fringe_score_ignores_contrast_and_noise_level():
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((256, 256))
