@@ -57,8 +57,8 @@ PixelSize = Annotated[
 Data = Annotated[
     str,
     O(
-        help="Dataset folder, or a built-in: sim:standard, sim:hrtem, sim:hrtem-study, "
-        "sim:standard-cpu, sim:standard-study."
+        help="Dataset folder, or a built-in: sim:standard, sim:randomised, sim:hrtem, "
+        "sim:hrtem-study, sim:standard-cpu, sim:standard-study."
     ),
 ]
 AsJson = Annotated[bool, O("--json", help="Print JSON instead of tables.")]
@@ -321,7 +321,7 @@ def evaluate(
 # ------------------------------------------------------------------------------------- tune
 @app.command()
 def tune(
-    data: Data = "sim:hrtem",
+    data: Data = "sim:randomised",
     tuner: Annotated[str, O(help="grid (the study's sweep), random, bayesian or hyperband.")] = "grid",
     depths: Annotated[str, O(help="Depth choices, e.g. 2,3,4.")] = "2",
     pools: Annotated[str, O(help="Pool-size choices per level, e.g. 2,4,8.")] = "2,4,8",

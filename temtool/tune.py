@@ -332,7 +332,7 @@ def _repair_grid_order(oracle) -> None:
 class TuneConfig:
     """A search: the data, the tuner, the space, the training of each trial."""
 
-    data: str = "sim:hrtem"
+    data: str = "sim:randomised"
     tuner: str = "grid"
     max_trials: int | None = None
     repeats: int = 1

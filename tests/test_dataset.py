@@ -79,6 +79,32 @@ def test_builtin_dataset_is_cached_and_loads(tmp_path, monkeypatch):
         resolve_data("sim:nope")
 
 
+def test_randomised_builtin_draws_a_recipe_per_image_at_one_pixel_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path))
+    import temtool.data.dataset as dsm
+    from temtool.data.randomise import random_overrides
+    from temtool.errors import ParameterError
+
+    monkeypatch.setitem(dsm.BUILTIN, "rtiny", {**dsm.BUILTIN["randomised"], "n": 6, "size": 64})
+    ds = load_dataset("sim:rtiny")
+    assert ds.regime == "standard" and ds.pixel_size_nm == pytest.approx(0.5)
+    meta = json.loads((dsm.builtin_path("rtiny") / "dataset.json").read_text())
+    recipes = [r["params"]["randomised"] for r in meta["images"]]
+    assert all(r["pixel_size_nm"] == 0.5 for r in recipes)
+    assert len({r["dose_e_per_A2"][0] for r in recipes}) == 6  # each image its own dose
+    assert len({r["diameter_nm"] for r in recipes}) == 6
+    assert read_image(dsm.builtin_path("rtiny") / "images" / "sim_00000.tif").pixel_size_nm == pytest.approx(
+        0.5
+    )
+    assert sum(int(m.any()) for m in ds.masks.values()) >= 4
+    # fixing the pixel size keeps every other draw: the particle size in px is the same
+    free, fixed = random_overrides(np.random.default_rng(3)), random_overrides(np.random.default_rng(3), 0.5)
+    assert fixed["diameter_nm"] / 0.5 == pytest.approx(free["diameter_nm"] / free["pixel_size_nm"])
+    assert fixed["defocus_nm"] == free["defocus_nm"]
+    with pytest.raises(ParameterError, match="overrides"):
+        write_simulated_dataset(tmp_path / "bad", "hrtem", n=2, size=32, randomised=True)
+
+
 def test_missing_data_folder_is_clear(tmp_path):
     with pytest.raises(TemtoolError, match="no such folder"):
         load_dataset(tmp_path / "absent")

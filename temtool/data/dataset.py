@@ -53,7 +53,8 @@ __all__ = [
 STUDY_HRTEM_NM_PER_PX = 0.02152
 STUDY_STANDARD_NM_PER_PX = 0.124
 
-# name -> {regime, n (images), size (px), overrides (simulation config), about, scaled}
+# name -> {regime, n (images), size (px), overrides (simulation config), about, scaled,
+# randomised (optional: each image draws its own recipe, temtool.data.randomise)}
 BUILTIN: dict[str, dict] = {
     "standard": {
         "regime": "standard",
@@ -63,6 +64,18 @@ BUILTIN: dict[str, dict] = {
         "about": "bright-field TEM, 20 nm Au at 0.5 nm/px, 128x128 (quick; not the study's sampling)",
         "scaled": "pixel size 0.5 nm/px instead of the study's 0.124 (particles 40 px, not 161 px), "
         "128 px crops, 120 images, particles 4-12 per 256x256",
+    },
+    "randomised": {
+        "regime": "standard",
+        "randomised": True,
+        "n": 400,
+        "size": 128,
+        "overrides": {"pixel_size_nm": 0.5},
+        "about": "bright-field TEM as it varies between microscopes and labs, 128x128 at 0.5 nm/px: "
+        "each image draws its own dose (2-3,000 counts/px), defocus, carbon, illumination "
+        "gradient, detector blur, particle size (4-32 nm), shape and crowding",
+        "scaled": "not the study's data: the domain-randomised recipe of the shipped standard model "
+        "(temtool.data.randomise) at one pixel size, so a receptive field in nm means one thing",
     },
     "standard-study": {
         "regime": "standard",
@@ -180,12 +193,17 @@ def write_simulated_dataset(
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress=None,
     notes: dict | None = None,
+    randomised: bool = False,
 ) -> Path:
     """Simulate ``n`` micrographs and write them in the dataset layout, atomically.
 
     ``progress`` is called with the number of images done; ``notes`` are recorded in
-    dataset.json (built-ins say what was scaled from the study). Returns the dataset folder.
+    dataset.json (built-ins say what was scaled from the study). ``randomised``: each image
+    draws its own microscope, specimen and detector (:mod:`temtool.data.randomise`, standard
+    TEM only; of the ``overrides`` only ``pixel_size_nm`` applies, fixing the sampling).
+    Returns the dataset folder.
     """
+    from temtool.data.randomise import RANGES, randomised_batch
     from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 
     out_dir = Path(out_dir)
@@ -202,16 +220,24 @@ def write_simulated_dataset(
         cfg = config_for(regime, **(overrides or {}))
     except ValueError as e:
         raise ParameterError("overrides", str(e)) from None
+    if randomised and (regime != "standard" or set(overrides or {}) - {"pixel_size_nm"}):
+        raise ParameterError(
+            "overrides", "a randomised dataset is standard TEM; only pixel_size_nm can be fixed"
+        )
+    px = (overrides or {}).get("pixel_size_nm") if randomised else cfg.pixel_size_nm
     check_new_folder(out_dir, overwrite)
     with atomic_dir(out_dir, replace=overwrite) as tmp:
         for sub in ("images", "masks", "instances"):
             (tmp / sub).mkdir()
         records = []
-        sims = contextlib.closing(simulate_batch(cfg, n, size=size, seed=seed, workers=workers))
-        with sims as batch:  # closed (workers stopped) at once on any error or Ctrl-C
+        if randomised:
+            gen = randomised_batch(n, size, seed=seed, workers=workers, pixel_size_nm=px)
+        else:
+            gen = simulate_batch(cfg, n, size=size, seed=seed, workers=workers)
+        with contextlib.closing(gen) as batch:  # closed (workers stopped) at once on any error or Ctrl-C
             for i, sim in enumerate(batch):
                 stem = f"sim_{i:05d}"
-                write_tiff(tmp / "images" / f"{stem}.tif", sim.image, cfg.pixel_size_nm)
+                write_tiff(tmp / "images" / f"{stem}.tif", sim.image, px)
                 write_png(tmp / "masks" / f"{stem}.png", sim.mask)
                 write_png(tmp / "instances" / f"{stem}.png", sim.instances.astype(np.uint16))
                 records.append(
@@ -230,12 +256,14 @@ def write_simulated_dataset(
             "source": "temtool simulate",
             "generator_version": GENERATOR_VERSION,
             "regime": regime,
-            "pixel_size_nm": cfg.pixel_size_nm,
+            "pixel_size_nm": px,
             "size_px": size,
             "n_images": n,
             "seed": seed,
             **({"notes": notes} if notes else {}),
-            "config": _jsonable(cfg.__dict__),
+            "config": _jsonable(
+                {"randomised_ranges": RANGES, "pixel_size_nm": px} if randomised else cfg.__dict__
+            ),
             "splits": split_stems(stems, split, seed=None),  # simulated images are i.i.d.
             "images": _jsonable(records),
         }
@@ -283,6 +311,7 @@ def ensure_builtin(name: str, progress=None) -> Path:
             workers=min(2, os.cpu_count() or 1),
             overwrite=True,
             overrides=spec["overrides"],
+            randomised=spec.get("randomised", False),
             progress=progress,
             notes={"builtin": f"sim:{name}", "about": spec["about"], "scaled": spec["scaled"]},
         )

@@ -47,11 +47,14 @@ def _logu(rng, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def random_overrides(rng: np.random.Generator) -> dict:
-    """One draw of the standard-TEM config overrides (see module docstring)."""
+def random_overrides(rng: np.random.Generator, pixel_size_nm: float | None = None) -> dict:
+    """One draw of the standard-TEM config overrides (see module docstring); with
+    ``pixel_size_nm`` the sampling is fixed (particle size, dose and the rest still drawn, the
+    same draws as without it)."""
     r = RANGES
     d_px = _logu(rng, *r["particle_diameter_px"])
     px = _logu(rng, *r["pixel_size_nm"])
+    px = float(pixel_size_nm) if pixel_size_nm else px
     counts = _logu(rng, *r["counts_per_px"])
     dose = counts / (px * 10) ** 2  # electrons per A^2
     frac = float(rng.uniform(*r["area_fraction"]))
@@ -84,11 +87,12 @@ def random_overrides(rng: np.random.Generator) -> dict:
     }
 
 
-def randomised_image(size: int, seed) -> SimulatedImage:
+def randomised_image(size: int, seed, pixel_size_nm: float | None = None) -> SimulatedImage:
     """One domain-randomised micrograph ``size x size`` with its exact mask; its drawn recipe
-    is in ``params["randomised"]``."""
+    is in ``params["randomised"]``. ``pixel_size_nm``: fixed sampling (see
+    :func:`random_overrides`)."""
     rng = np.random.default_rng(seed)
-    overrides = random_overrides(rng)
+    overrides = random_overrides(rng, pixel_size_nm)
     sim = simulate_image(config_for("standard", **overrides), size, rng)
     sim.params["randomised"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
     sim.params["particle_diameter_px"] = overrides["diameter_nm"] / overrides["pixel_size_nm"]
@@ -96,10 +100,12 @@ def randomised_image(size: int, seed) -> SimulatedImage:
 
 
 def _job(args):
-    size, ss = args
-    return randomised_image(size, ss)
+    return randomised_image(*args)
 
 
-def randomised_batch(n: int, size: int = 256, seed: int = 0, workers: int = 1):
+def randomised_batch(
+    n: int, size: int = 256, seed: int = 0, workers: int = 1, pixel_size_nm: float | None = None
+):
     """Yield ``n`` domain-randomised micrographs in order (the same whatever ``workers``)."""
-    yield from ordered_map(_job, [(size, s) for s in image_seeds(seed, n)], workers, chunksize=4)
+    jobs = [(size, s, pixel_size_nm) for s in image_seeds(seed, n)]
+    yield from ordered_map(_job, jobs, workers, chunksize=4)
