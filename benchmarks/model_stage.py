@@ -9,6 +9,7 @@ Runs on whatever Keras backend and device it finds (on the GPU machine: Keras on
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -51,8 +52,12 @@ def main() -> None:
     device = gpu["name"] if gpu else "CPU"
     print(f"{b.arch.label()}, {args.tile}x{args.tile} tiles, batch {args.batch}; device {device}")
     rows = []
+    paths = ("host", "keras", "onnx")
+    if importlib.util.find_spec("onnxruntime") is None:  # the GPU machine may lack it
+        paths = paths[:2]
+        print("onnxruntime is not installed here: its rows are skipped")
     for tta in (False, True):
-        for path in ("host", "keras", "onnx"):
+        for path in paths:
             model, runtime = b.inference_model("keras" if path == "host" else path)
             seg = Segmenter(model, b.arch, b.reach_px, tta=tta, runtime="host" if path == "host" else runtime)
             r = rate(seg, tiles, args.batches)
