@@ -301,9 +301,13 @@ def _interrupt(cmd, started, tmp_path, timeout=120):
     """Run ``cmd`` in its own process group, send SIGINT to the group once ``started()``,
     return (exit code, output, seconds from the signal to the exit)."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+    def default_sigint():  # a launcher without job control (`cmd &`) leaves SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     p = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         assert _wait_for(started, timeout), "the command never got going"
