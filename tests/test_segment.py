@@ -267,3 +267,36 @@ def test_device_blending_equals_host_blending():
     on_host, _ = predict_tiled(seg.forward, img, seg.geometry, seg.batch_size)
     assert on_device.shape == on_host.shape == (2, 150, 170)
     assert np.abs(on_device - on_host).max() < 1e-5
+
+
+def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(tmp_path, monkeypatch):
+    """The writes of one micrograph run in threads: a failing one is raised after the others
+    finished (each whole, none left as a temporary); the overlay is a palette PNG whose
+    outline colour marks exactly the labels' inner boundaries."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    import temtool.segment as segm
+
+    img = simulate_image(config_for("standard", pixel_size_nm=0.5), 128, 1).image
+    f = tmp_path / "m.tif"
+    write_tiff(f, img, 0.5)
+    seg = Segmenter.from_bundle(Path(segm.__file__).parent / "pretrained" / "standard")  # finds particles
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(segm, "_histogram_png", broken)
+    with pytest.raises(OSError, match="disk full"):
+        segm.segment_file(f, tmp_path / "out", seg, post=segm.PostProcessing(threshold=0.5))
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert made == ["m_labels.tif", "m_mask.png", "m_overlay.png", "m_particles.csv", "m_prob.tif"]
+    overlay = Image.open(tmp_path / "out" / "m_overlay.png")
+    assert overlay.mode == "P"
+    import tifffile
+
+    labels = tifffile.imread(tmp_path / "out" / "m_labels.tif")
+    rgb = np.asarray(overlay.convert("RGB"))
+    outline = np.all(rgb == segm.OUTLINE_RGB, axis=-1)
+    assert labels.max() > 0 and outline.any()
+    assert np.array_equal(outline, find_boundaries(labels, mode="inner"))
