@@ -87,13 +87,7 @@ class Bundle:
                 from temtool.runtime import OnnxModel
 
                 graph = OnnxModel(self.path / self.metadata["onnx"]["file"])
-                found = graph.architecture
-                if found != self.arch:
-                    raise TemtoolError(
-                        f"{self.path / 'bundle.json'}: describes {self.arch.label()} but model.onnx is "
-                        f"{found.label() if found else 'of unknown architecture'}; the bundle was edited "
-                        "or mixed from two models: retrain, or restore the matching files"
-                    )
+                _check_architecture(self.path, self.arch, graph.architecture, "model.onnx")
                 return graph, "onnx"
             if runtime == "onnx":
                 raise TemtoolError(f"{self.path}: cannot run with ONNX Runtime: {why}")
@@ -353,9 +347,15 @@ def _load_model(p: Path, arch: Architecture):
         found = Architecture.of_model(model)
     except ValueError as e:
         raise TemtoolError(f"{p / 'model.keras'}: not a temtool residual UNet ({e})") from None
-    if found != arch:
+    _check_architecture(p, arch, found, "model.keras")
+    return model
+
+
+def _check_architecture(bundle: Path, described: Architecture, found: Architecture | None, file: str) -> None:
+    """Refuse a bundle whose ``file`` holds another network than its bundle.json describes."""
+    if found != described:
+        what = found.label() if found else "of unknown architecture"
         raise TemtoolError(
-            f"{p / 'bundle.json'}: describes {arch.label()} but model.keras is {found.label()}; "
+            f"{bundle / 'bundle.json'}: describes {described.label()} but {file} is {what}; "
             "the bundle was edited or mixed from two models: retrain, or restore the matching files"
         )
-    return model

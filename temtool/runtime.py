@@ -201,7 +201,9 @@ class OnnxModel:
 
 
 # ------------------------------------------------------------- compiled Keras forward pass
-def _members(tta: bool) -> tuple[int, ...]:
+def tta_members(tta: bool) -> tuple[int, ...]:
+    """The dihedral transforms (:func:`temtool.tiling.dihedral` indices) a prediction
+    averages: all 8 with test-time augmentation, else the identity."""
     return tuple(range(8)) if tta else (0,)
 
 
@@ -234,7 +236,7 @@ class CompiledForward:
 
         x = ops.expand_dims(x, -1)
         total = square = None
-        members = _members(self.tta)
+        members = tta_members(self.tta)
         for k in members:
             logits = ops.cast(run(_dihedral_ops(x, k)), "float32")
             p = ops.sigmoid(ops.clip(logits[..., 1:2] - logits[..., 0:1], -80.0, 80.0))

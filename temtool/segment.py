@@ -138,7 +138,9 @@ class Segmenter:
         stage = self._device_stage()
         if stage is not None:
             return stage(tiles)
-        ks = range(8) if self.tta else (0,)
+        from temtool.runtime import tta_members
+
+        ks = tta_members(self.tta)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)
         for k in ks:
