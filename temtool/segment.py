@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,21 +357,47 @@ def _overlay_png(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
     """The micrograph in 255 grey levels with particle outlines in orange, as a palette PNG
     (a third of the bytes of RGB to compress: 0.1 s instead of 0.3 s at 2048x2048)."""
     from PIL import Image
-    from skimage.segmentation import find_boundaries
 
     from temtool.data.io import atomic_write
+    from temtool.measure import inner_boundaries
 
     lo, hi = np.percentile(
         image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)], [0.5, 99.5]
     )
     g = np.clip((image - lo) * (254 / max(hi - lo, 1e-9)), 0, 254).astype(np.uint8)
-    g[find_boundaries(labels, mode="inner")] = 255
+    g[inner_boundaries(labels)] = 255
     im = Image.fromarray(g, mode="P")
     im.putpalette([v for i in range(255) for v in (i * 255 // 254,) * 3] + list(OUTLINE_RGB))
     atomic_write(path, lambda p: im.save(p, format="PNG", compress_level=1))
 
 
+_PLOT_IMPORT: list = []  # the one thread importing matplotlib (see _import_plotting)
+_PLOT_IMPORT_LOCK = threading.Lock()
+
+
+def _import_plotting(wait: bool = False) -> None:
+    """Import matplotlib's figure and Agg canvas in one background thread, started once, so
+    that the half second it takes from a cold start overlaps with post-processing and the
+    other writes instead of adding to them; ``wait``: until it is done (the import error, if
+    any, is then raised by the caller's own import)."""
+    with _PLOT_IMPORT_LOCK:
+        if not _PLOT_IMPORT:
+            _PLOT_IMPORT.append(threading.Thread(target=_plot_imports, name="temtool-import"))
+            _PLOT_IMPORT[0].start()
+    if wait:
+        _PLOT_IMPORT[0].join()
+
+
+def _plot_imports() -> None:
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001 - the import in _histogram_png raises it again
+        pass
+
+
 def _histogram_png(path: Path, diameters: list[float], unit: str) -> None:
+    _import_plotting(wait=True)  # never import it in two threads at once
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # not pyplot: half a second less to import
 
@@ -546,6 +573,7 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
     """Mask, measurement and every output of an inferred micrograph; its summary."""
     from temtool.data.io import write_png, write_tiff
 
+    _import_plotting()  # meanwhile, for the size histogram
     post = post or PostProcessing()
     image, px, prob, spread, seg = r["image"], r["px"], r["prob"], r["spread"], r["seg"]
     mask, post_info = post.apply(prob, px)
@@ -614,9 +642,9 @@ def _failure(f: Path, e: BaseException) -> str:
 
 def _import_stages() -> None:
     """Import what the read and write stages use, once, before they run in threads (two
-    threads importing the same package at once can see it half initialised)."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    threads importing the same package at once can see it half initialised); matplotlib
+    comes in its own thread (:func:`_import_plotting`)."""
+    _import_plotting()
     import skimage.measure  # noqa: F401
     import skimage.morphology  # noqa: F401
     import skimage.segmentation  # noqa: F401

@@ -127,6 +127,49 @@ def test_watershed_splits_two_touching_discs():
         assert not r["touches_border"]
 
 
+def test_fast_mask_helpers_equal_scikit_image():
+    from scipy import ndimage as ndi
+    from skimage.morphology import remove_small_holes, remove_small_objects
+    from skimage.segmentation import find_boundaries
+
+    from temtool.measure import inner_boundaries, remove_small
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        m = ndi.gaussian_filter(rng.random((96, 128)), 2) > 0.5
+        for k in (0, 1, 6, 40):
+            assert np.array_equal(remove_small(m, k), remove_small_objects(m, max_size=k))
+            assert np.array_equal(~remove_small(~m, k), remove_small_holes(m, max_size=k))
+        labels = ndi.label(m)[0]
+        labels[labels % 3 == 0] += 1  # some neighbours with touching different ids
+        assert np.array_equal(inner_boundaries(labels), find_boundaries(labels, mode="inner"))
+
+
+def test_split_skips_only_components_with_one_peak(monkeypatch):
+    """A component whose distance map has one connected set of local maxima is kept whole
+    without h-maxima; two touching discs and an hourglass still go through it and split."""
+    import temtool.measure as tm
+
+    yy, xx = np.mgrid[:90, :200]
+    one = ((yy - 45) / 20) ** 2 + ((xx - 40) / 30) ** 2 < 1  # an ellipse: one particle
+    two = ((yy - 45) ** 2 + (xx - 110) ** 2 < 18**2) | ((yy - 45) ** 2 + (xx - 140) ** 2 < 18**2)
+    m = one | two
+    calls = []
+    import skimage.morphology as skm
+
+    h_maxima = skm.h_maxima
+
+    def spy(dist, h):
+        calls.append(dist.shape)
+        return h_maxima(dist, h)
+
+    monkeypatch.setattr(skm, "h_maxima", spy)
+    labels = tm._split_touching(m)
+    assert len(calls) == 1  # the two discs only
+    assert len(np.unique(labels[one])) == 1 and labels[one].min() > 0
+    assert len(np.unique(labels[two])) == 2
+
+
 def test_fourier_baseline_finds_fringe_particles():
     cfg = config_for(  # crystalline particles with clear fringes (none weak, none twinned)
         "hrtem",
