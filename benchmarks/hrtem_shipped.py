@@ -3,9 +3,12 @@ of the calibrated HRTEM simulation (5 nm Au, 0.02152 nm/px, 512x512, pixel size 
 model `temtool segment` picks for each (temtool.regime.classify), and the Dice of both shipped
 models and of Gaussian + Otsu (sigma 12 px, the calibration's best) on each.
 
-    python benchmarks/hrtem_shipped.py
+    python benchmarks/hrtem_shipped.py [--also NAME=BUNDLE ...]
+
+``--also`` scores more bundles beside the shipped ones (e.g. a retrained candidate).
 """
 
+import argparse
 import os
 import sys
 
@@ -19,7 +22,11 @@ from temtool.regime import classify
 from temtool.segment import Segmenter
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "temtool", "pretrained")
+ap = argparse.ArgumentParser()
+ap.add_argument("--also", nargs="*", default=[], metavar="NAME=BUNDLE")
+args = ap.parse_args()
 segs = {n: Segmenter.from_bundle(os.path.join(PRETRAINED, n)) for n in ("hrtem", "standard")}
+segs.update({k: Segmenter.from_bundle(v) for k, v in (a.split("=", 1) for a in args.also)})
 cfg = config_for("hrtem", pixel_size_nm=PX, diameter_nm=5.0)
 rows = []
 for s in range(12):
@@ -34,6 +41,8 @@ for s in range(12):
     d["otsu12"] = 2 * (o & t).sum() / (o.sum() + t.sum())
     rows.append((c, d))
     print(s, c, {k: round(v, 3) for k, v in d.items()}, flush=True)
+means = {k: round(np.mean([d[k] for _, d in rows]), 3) for k in rows[0][1]}
+print("all", len(rows), "micrographs, mean Dice", means)
 for c in ("hrtem", "standard"):
     sel = [d for cc, d in rows if cc == c]
     if sel:
