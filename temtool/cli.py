@@ -415,6 +415,13 @@ def segment(
     d_spacing: Annotated[str, O(help="With --method fourier: lattice spacings in nm.")] = "0.2355,0.2039",
     channel: Annotated[Optional[int], O(help="Channel of coloured images.")] = None,
     frame: Annotated[Optional[int], O(help="Frame of image stacks (in-situ series, MRC stacks).")] = None,
+    annotations: Annotated[
+        bool,
+        O(
+            "--ignore-annotations/--keep-annotations",
+            help="Find burned-in scale bars, labels and data bars and keep them out of the mask.",
+        ),
+    ] = True,
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
@@ -466,6 +473,7 @@ def segment(
             channel=channel,
             frame=frame,
             workers=workers,
+            ignore_annotations=annotations,
         )
     _render(res, lambda r: segment_summary(r, method, str(out)), as_json)
     if res["failed"]:

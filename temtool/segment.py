@@ -507,6 +507,7 @@ def segment_file(
     channel: int | None = None,
     frame: int | None = None,
     stem: str | None = None,
+    ignore_annotations: bool = True,
 ) -> dict:
     """Segment one micrograph and write into ``out_dir`` (each atomically, named ``stem`` +
     suffix): mask, probability, instance labels, overlay, particle table, size histogram and,
@@ -515,7 +516,10 @@ def segment_file(
     ``segmenter`` is a :class:`Segmenter`, or a function of the image's pixel size (nm, or
     None) and the image returning one (a :class:`ModelChooser`), so the model is chosen by
     what the image is without reading it twice. ``post`` turns probabilities into the mask
-    (:class:`temtool.measure.PostProcessing`). Returns a summary.
+    (:class:`temtool.measure.PostProcessing`). ``ignore_annotations``: find burned-in scale
+    bars, labels and data bars (:mod:`temtool.annotations`), hide them from the model and
+    keep them out of the mask (the summary's ``annotation_px`` and notes say so). Returns a
+    summary.
 
     The three stages (:func:`_read`, :func:`_infer`, :func:`_finish`) are what
     :func:`segment_files` overlaps across files.
@@ -523,7 +527,7 @@ def segment_file(
     t0 = time.perf_counter()
     path = Path(path)
     read = _read(path, channel, frame)
-    inferred = _infer(path, read, segmenter, pixel_size_nm, method, d_spacing_nm)
+    inferred = _infer(path, read, segmenter, pixel_size_nm, method, d_spacing_nm, ignore_annotations)
     return _finish(path, inferred, out_dir, post, stem, t0)
 
 
@@ -540,13 +544,26 @@ def _infer(
     pixel_size_nm: float | None = None,
     method: str = "model",
     d_spacing_nm: tuple[float, ...] = (0.2355, 0.2039),
+    ignore_annotations: bool = True,
 ) -> dict:
-    """The probability map of a read micrograph (the model stage)."""
+    """The probability map of a read micrograph (the model stage); burned-in annotations
+    (:mod:`temtool.annotations`) are filled before and set to background after, unless
+    ``ignore_annotations`` is False."""
+    from temtool.annotations import mask_annotations
     from temtool.baselines import fourier_segment
 
     px = pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes: list[str] = []
+    drawn = None
+    if ignore_annotations:
+        image, drawn = mask_annotations(image)
+        if drawn.any():
+            notes.append(
+                f"burned-in annotation (scale bar, label or data bar) of {int(drawn.sum())} px ignored"
+            )
+        else:
+            drawn = None
     seg, spread, why = None, None, None
     if method == "fourier":
         if px is None:
@@ -555,10 +572,15 @@ def _infer(
     else:
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
         why = getattr(segmenter, "reason", None)
-        prob, spread, notes, _ = seg.probability(image, px)
+        prob, spread, seg_notes, _ = seg.probability(image, px)
+        notes += seg_notes
+    if drawn is not None:
+        prob = np.where(drawn, np.float32(0), prob)
+        spread = None if spread is None else np.where(drawn, np.float32(0), spread)
     tiling = dict(seg.info) if seg else None  # now: the segmenter goes on to the next file
     return {
-        "image": image,
+        "image": mg.data,
+        "annotation_px": 0 if drawn is None else int(drawn.sum()),
         "px": px,
         "prob": prob,
         "spread": spread,
@@ -608,6 +630,7 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
         "diameter_median": float(np.median(d)) if d else None,
         "diameter_unit": unit,
         "area_fraction": float(mask.mean()),
+        "annotation_px": r["annotation_px"],
         "postprocessing": post_info,
         "time_s": time.perf_counter() - t0,
         "notes": r["notes"],

@@ -1,0 +1,89 @@
+"""Burned-in annotations (scale bars, label boxes, data bars) are found exactly and kept out of
+the segmentation; recorded micrographs, clipped particles and noise are left alone."""
+
+import json
+
+import numpy as np
+import pytest
+
+from temtool.annotations import find_annotations, mask_annotations
+from temtool.data.simulate import config_for, simulate_image
+
+
+def _grey8(image: np.ndarray) -> np.ndarray:
+    """A micrograph exported as 8-bit, as most annotated ones are."""
+    lo, hi = np.percentile(image, [0.1, 99.9])
+    return np.clip((image - lo) / (hi - lo) * 255, 0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def micrograph():
+    return _grey8(simulate_image(config_for("standard", pixel_size_nm=0.5), 128, seed=4).image)
+
+
+def _burn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A black label box with white 'text' and a white scale bar drawn in; the drawn pixels."""
+    x = x.copy()
+    truth = np.zeros(x.shape, bool)
+    x[100:120, 60:124] = 0  # the box
+    for k in range(4):
+        x[104:116, 64 + 14 * k : 72 + 14 * k] = 255  # glyphs on it
+    truth[100:120, 60:124] = True
+    x[8:12, 80:120] = 255  # a scale bar on the micrograph itself
+    truth[8:12, 80:120] = True
+    return x, truth
+
+
+def test_drawn_box_text_and_bar_are_found_exactly(micrograph):
+    x, truth = _burn(micrograph)
+    assert np.array_equal(find_annotations(x), truth)
+
+
+def test_recorded_pixels_clipped_particles_and_noise_are_not_annotations(micrograph):
+    assert not find_annotations(micrograph).any()
+    sim = simulate_image(config_for("standard", pixel_size_nm=0.5), 128, seed=5)
+    clipped = np.clip(_grey8(sim.image).astype(int) - 60, 0, 255).astype(np.uint8)  # black cores
+    assert (clipped == 0).sum() > 500 and not find_annotations(clipped).any()
+    noise = np.random.default_rng(0).normal(100, 10, (128, 128)).round().clip(0, 255)
+    assert not find_annotations(noise).any()
+    assert not find_annotations(np.random.default_rng(0).random((64, 64)).astype(np.float32)).any()
+
+
+def test_a_frame_is_found_without_the_micrograph_inside_it(micrograph):
+    x = np.pad(micrograph, 6)  # a black frame around the micrograph
+    found = find_annotations(x)
+    frame = np.ones(x.shape, bool)
+    frame[6:-6, 6:-6] = False
+    assert np.array_equal(found, frame)
+
+
+def test_masked_image_hides_the_drawing_from_normalisation(micrograph):
+    x, truth = _burn(micrograph)
+    filled, found = mask_annotations(x)
+    assert np.array_equal(found, truth)
+    assert np.all(filled[truth] == np.median(x[~truth]))
+    assert np.array_equal(filled[~truth], x[~truth])
+    same, none = mask_annotations(micrograph)
+    assert same is micrograph and not none.any()
+
+
+def test_cli_segment_keeps_a_label_box_out_of_the_mask(run_cli, tmp_path, micrograph):
+    from PIL import Image
+
+    from temtool.data.io import read_mask
+
+    x, truth = _burn(micrograph)
+    Image.fromarray(x).save(tmp_path / "m.png")
+    code, out, _ = run_cli("segment", tmp_path / "m.png", "--out", tmp_path / "a", "--json")
+    assert code == 0
+    r = json.loads(out)["results"][0]
+    assert r["annotation_px"] == truth.sum()
+    assert any("burned-in annotation" in n for n in r["notes"])
+    assert not read_mask(tmp_path / "a" / "m_mask.png").astype(bool)[truth].any()
+
+    code, out, _ = run_cli(
+        "segment", tmp_path / "m.png", "--out", tmp_path / "b", "--json", "--keep-annotations"
+    )
+    r = json.loads(out)["results"][0]
+    assert code == 0 and r["annotation_px"] == 0
+    assert read_mask(tmp_path / "b" / "m_mask.png")[100:120, 60:124].mean() > 0.5  # the box: a "particle"
