@@ -422,6 +422,10 @@ def segment(
             help="Find burned-in scale bars, labels and data bars and keep them out of the mask.",
         ),
     ] = True,
+    polarity: Annotated[
+        str,
+        O(help="dark: particles darker than the background (bright-field TEM); bright: HAADF, dark field."),
+    ] = "dark",
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
@@ -474,6 +478,7 @@ def segment(
             frame=frame,
             workers=workers,
             ignore_annotations=annotations,
+            polarity=polarity,
         )
     _render(res, lambda r: segment_summary(r, method, str(out)), as_json)
     if res["failed"]:

@@ -350,6 +350,7 @@ class ModelChooser:
 
 
 # ------------------------------------------------------------------------ outputs
+POLARITIES = ("dark", "bright")  # particles darker (bright-field TEM) or brighter (HAADF, dark field)
 OUTLINE_RGB = (255, 60, 0)
 
 
@@ -508,6 +509,7 @@ def segment_file(
     frame: int | None = None,
     stem: str | None = None,
     ignore_annotations: bool = True,
+    polarity: str = "dark",
 ) -> dict:
     """Segment one micrograph and write into ``out_dir`` (each atomically, named ``stem`` +
     suffix): mask, probability, instance labels, overlay, particle table, size histogram and,
@@ -519,7 +521,9 @@ def segment_file(
     (:class:`temtool.measure.PostProcessing`). ``ignore_annotations``: find burned-in scale
     bars, labels and data bars (:mod:`temtool.annotations`), hide them from the model and
     keep them out of the mask (the summary's ``annotation_px`` and notes say so). Returns a
-    summary.
+    summary. ``polarity``: ``dark`` (particles darker than the background: bright-field TEM,
+    what the models learned) or ``bright`` (HAADF-STEM, dark field: the contrast is inverted
+    first).
 
     The three stages (:func:`_read`, :func:`_infer`, :func:`_finish`) are what
     :func:`segment_files` overlaps across files.
@@ -527,7 +531,9 @@ def segment_file(
     t0 = time.perf_counter()
     path = Path(path)
     read = _read(path, channel, frame)
-    inferred = _infer(path, read, segmenter, pixel_size_nm, method, d_spacing_nm, ignore_annotations)
+    inferred = _infer(
+        path, read, segmenter, pixel_size_nm, method, d_spacing_nm, ignore_annotations, polarity
+    )
     return _finish(path, inferred, out_dir, post, stem, t0)
 
 
@@ -545,10 +551,11 @@ def _infer(
     method: str = "model",
     d_spacing_nm: tuple[float, ...] = (0.2355, 0.2039),
     ignore_annotations: bool = True,
+    polarity: str = "dark",
 ) -> dict:
     """The probability map of a read micrograph (the model stage); burned-in annotations
     (:mod:`temtool.annotations`) are filled before and set to background after, unless
-    ``ignore_annotations`` is False."""
+    ``ignore_annotations`` is False; ``polarity="bright"`` inverts the contrast first."""
     from temtool.annotations import mask_annotations
     from temtool.baselines import fourier_segment
 
@@ -564,6 +571,11 @@ def _infer(
             )
         else:
             drawn = None
+    if polarity not in POLARITIES:
+        raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+    if polarity == "bright":  # the models and the threshold look for darker particles
+        image = np.float32(np.max(image)) + np.float32(np.min(image)) - np.asarray(image, np.float32)
+        notes.append("particles brighter than the background (--polarity bright): contrast inverted")
     seg, spread, why = None, None, None
     if method == "fourier":
         if px is None:
@@ -707,6 +719,8 @@ def segment_files(
     out = check_writable(out_dir)  # created with the first result, so a bad option leaves nothing
     if workers < 0:
         raise ParameterError("workers", f"must be >= 0, got {workers}")
+    if kw.get("polarity", "dark") not in POLARITIES:
+        raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {kw['polarity']!r}")
     stems = output_stems(files)
     done: dict[int, dict] = {}
     errors: dict[int, dict] = {}

@@ -87,3 +87,24 @@ def test_cli_segment_keeps_a_label_box_out_of_the_mask(run_cli, tmp_path, microg
     r = json.loads(out)["results"][0]
     assert code == 0 and r["annotation_px"] == 0
     assert read_mask(tmp_path / "b" / "m_mask.png")[100:120, 60:124].mean() > 0.5  # the box: a "particle"
+
+
+def test_bright_particles_with_polarity_bright_give_the_dark_result(run_cli, tmp_path, micrograph):
+    """A HAADF-like micrograph (the same one, contrast inverted) with --polarity bright gives
+    exactly the mask of the bright-field original; a bad value stops with exit code 2."""
+    from PIL import Image
+
+    from temtool.data.io import read_mask
+
+    Image.fromarray(micrograph).save(tmp_path / "bf.png")
+    Image.fromarray(255 - micrograph).save(tmp_path / "haadf.png")
+    assert run_cli("segment", tmp_path / "bf.png", "--out", tmp_path / "o", "--json")[0] == 0
+    code, out, _ = run_cli(
+        "segment", tmp_path / "haadf.png", "--out", tmp_path / "o", "--json", "--polarity", "bright"
+    )
+    assert code == 0 and any("contrast inverted" in n for n in json.loads(out)["results"][0]["notes"])
+    dark = read_mask(tmp_path / "o" / "bf_mask.png")
+    assert dark.mean() > 0.05
+    assert np.array_equal(read_mask(tmp_path / "o" / "haadf_mask.png"), dark)
+    code, _, err = run_cli("segment", tmp_path / "bf.png", "--out", tmp_path / "p", "--polarity", "white")
+    assert code == 2 and "--polarity" in err and not (tmp_path / "p").exists()
