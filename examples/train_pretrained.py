@@ -283,7 +283,7 @@ def train_hrtem(args) -> None:
             overrides=spec["overrides"],
         )
         ds = load_dataset(path)
-        cfg = TrainConfig(epochs=40, batch_size=16, lr=2e-3, seed=0, patience=15)
+        cfg = TrainConfig(epochs=40, batch_size=16, lr=2e-3, seed=args.seed, patience=15)  # data: seed 123
         res, runs, _ = train(arch, ds, cfg)  # records the test split's Dice, chosen by nothing
         save_training(
             Path(args.out) / "hrtem",
@@ -319,7 +319,7 @@ def main() -> None:
     ap.add_argument("--finetune-n-sim", type=int, default=300)
     ap.add_argument("--finetune-real-copies", type=int, default=1)
     ap.add_argument("--start-from", help="the joint stage's bundle: run the fine-tune stage only")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="standard: data and training; hrtem: training only")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     if args.only in (None, "standard"):
