@@ -209,7 +209,7 @@ def test_mixed_bfloat16_trains_and_returns_float32_logits(tiny_data, tmp_path):
     assert b.metadata["onnx"] is not None  # the float32 graph of a mixed-precision model
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 1)).astype(np.float32)
     got = b.inference_model("onnx")[0].predict_on_batch(x)
-    want = keras.ops.convert_to_numpy(b.model(x, training=False))  # bfloat16 inside
+    want = keras.ops.convert_to_numpy(b.model([x], training=False))  # bfloat16 inside; [x]: its input list
     assert np.abs(got - want).max() < 0.1 * max(1.0, np.abs(want).max())
 
 
