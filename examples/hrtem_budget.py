@@ -8,7 +8,8 @@ on the same 80 test crops.
         --set pixel_size_nm=0.02152 --set diameter_nm=5
     temtool tune --data hrtem400 --depths 2 --pools 2,8 --epochs 40 --batch 16 --lr 2e-3 \\
         --patience 15 --project hrtem400-d2-budget
-    python examples/hrtem_budget.py [--project tuner_logs/hrtem400-d2-budget]
+    temtool tune ... --seed 1 --project hrtem400-d2-budget-seed1     # the same, a second seed
+    python examples/hrtem_budget.py [--projects DIR ...]
 
 (`temtool simulate` with these settings writes exactly the data that
 `examples/train_pretrained.py --only hrtem` trains on.) Writes
@@ -21,6 +22,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,49 +33,69 @@ FIG = ROOT / "examples" / "figures"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--project", default=str(ROOT / "tuner_logs" / "hrtem400-d2-budget"))
+    ap.add_argument(
+        "--projects",
+        nargs="+",
+        default=[str(ROOT / "tuner_logs" / p) for p in ("hrtem400-d2-budget", "hrtem400-d2-budget-seed1")],
+        help="tune projects of the same grid, one per seed (those that exist are used)",
+    )
     args = ap.parse_args()
-    project = Path(args.project)
-    trials = sorted(csv.DictReader(open(project / "results.csv")), key=lambda r: float(r["rf_nm"]))
-    base = json.loads((project / "baselines.json").read_text())
+    projects = [Path(p) for p in args.projects if (Path(p) / "results.csv").is_file()]
+    runs: dict[tuple, list[dict]] = {}
+    for project in projects:
+        for r in csv.DictReader(open(project / "results.csv")):
+            runs.setdefault((r["depth"], r["pools"]), []).append(r)
+    base = json.loads((projects[0] / "baselines.json").read_text())
     shipped = json.loads((ROOT / "temtool" / "pretrained" / "hrtem" / "bundle.json").read_text())
     m = shipped["metrics"]
-    rows = [
-        {
-            "network": f"d{r['depth']} p{r['pools']} f4",
-            "params": int(r["params"]),
-            "rf_nm": float(r["rf_nm"]),
-            "test_hard_dice": float(r["test_hard_dice_mean"]),
-            "val_hard_dice": float(r["val_hard_dice_mean"]),
-            "epochs_run": int(r["epochs_run"]),
-        }
-        for r in trials
-    ]
+    rows = []
+    for (depth, pools), rs in sorted(runs.items(), key=lambda kv: float(kv[1][0]["rf_nm"])):
+        test = np.array([float(r["test_hard_dice_mean"]) for r in rs])
+        rows.append(
+            {
+                "network": f"d{depth} p{pools} f4",
+                "params": int(rs[0]["params"]),
+                "rf_nm": float(rs[0]["rf_nm"]),
+                "test_hard_dice_mean": float(test.mean()),
+                "test_hard_dice_sd": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+                "test_hard_dice_per_seed": " ".join(f"{t:.3f}" for t in test),
+                "epochs_run_per_seed": " ".join(r["epochs_run"] for r in rs),
+            }
+        )
+    n_grid = len(rows)
     arch = shipped["architecture"]
     rows.append(
         {
-            "network": f"d{arch['depth']} p{','.join(map(str, arch['pools']))} f4 (shipped hrtem)",
+            "network": f"d{arch['depth']} p{','.join(map(str, arch['pools']))} f4 (shipped hrtem, seed 0)",
             "params": shipped["params"],
             "rf_nm": shipped["rf_nm"],
-            "test_hard_dice": m["test_hard_dice_kept"],
-            "val_hard_dice": m["val_hard_dice"],
-            "epochs_run": m["epochs_run"],
+            "test_hard_dice_mean": m["test_hard_dice_kept"],
+            "test_hard_dice_sd": 0.0,
+            "test_hard_dice_per_seed": f"{m['test_hard_dice_kept']:.3f}",
+            "epochs_run_per_seed": str(m["epochs_run"]),
         }
     )
     for name in ("otsu", "fourier"):
-        rows.append({"network": name, "test_hard_dice": base[name]["dice"]})
+        rows.append({"network": name, "test_hard_dice_mean": base[name]["dice"]})
     FIG.mkdir(parents=True, exist_ok=True)
     with open(FIG / "hrtem_budget.csv", "w", newline="") as f:
-        w = csv.DictWriter(
-            f, fieldnames=["network", "params", "rf_nm", "test_hard_dice", "val_hard_dice", "epochs_run"]
-        )
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
 
+    seeds = len(projects)
     fig, ax = plt.subplots(figsize=(6, 4))
-    d2 = rows[: len(trials)]
-    ax.plot([r["rf_nm"] for r in d2], [r["test_hard_dice"] for r in d2], "o-", label="depth 2 (8,234 params)")
-    ax.plot([rows[len(trials)]["rf_nm"]], [rows[len(trials)]["test_hard_dice"]], "s", ms=8,
+    grid = rows[:n_grid]
+    ax.errorbar(
+        [r["rf_nm"] for r in grid],
+        [r["test_hard_dice_mean"] for r in grid],
+        yerr=[r["test_hard_dice_sd"] for r in grid],
+        marker="o",
+        capsize=3,
+        label=f"depth 2 (8,234 params), {seeds} seed{'s' if seeds > 1 else ''}",
+    )
+    d3 = rows[n_grid]
+    ax.plot([d3["rf_nm"]], [d3["test_hard_dice_mean"]], "s", ms=8,
             label=f"depth 3 ({shipped['params']:,} params), the shipped model")  # fmt: skip
     ax.axhline(base["otsu"]["dice"], color="k", ls="--", label=f"Gaussian + Otsu: {base['otsu']['dice']:.3f}")
     ax.axhline(
@@ -81,7 +103,7 @@ def main() -> None:
     )
     ax.set_xscale("log")
     ax.set_xlabel("receptive field (nm, study formula)")
-    ax.set_ylabel("test hard Dice (one seed)")
+    ax.set_ylabel("test hard Dice (mean +- sd over seeds)")
     ax.set_title("sim:hrtem recipe, 280 training crops, up to 40 epochs")
     ax.legend(fontsize=7)
     fig.tight_layout()
