@@ -350,7 +350,6 @@ class ModelChooser:
 
 
 # ------------------------------------------------------------------------ outputs
-POLARITIES = ("dark", "bright")  # particles darker (bright-field TEM) or brighter (HAADF, dark field)
 OUTLINE_RGB = (255, 60, 0)
 
 
@@ -543,6 +542,14 @@ def _read(path: Path, channel: int | None = None, frame: int | None = None):
     return read_image(path, channel=channel, frame=frame)
 
 
+POLARITIES = ("dark", "bright")  # particles darker (bright-field TEM) or brighter (HAADF, dark field)
+
+
+def _check_polarity(polarity: str) -> None:
+    if polarity not in POLARITIES:
+        raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+
+
 def _infer(
     path: Path,
     mg,
@@ -559,6 +566,7 @@ def _infer(
     from temtool.annotations import mask_annotations
     from temtool.baselines import fourier_segment
 
+    _check_polarity(polarity)
     px = pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes: list[str] = []
@@ -571,8 +579,6 @@ def _infer(
             )
         else:
             drawn = None
-    if polarity not in POLARITIES:
-        raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {polarity!r}")
     if polarity == "bright":  # the models and the threshold look for darker particles
         image = np.float32(np.max(image)) + np.float32(np.min(image)) - np.asarray(image, np.float32)
         notes.append("particles brighter than the background (--polarity bright): contrast inverted")
@@ -719,8 +725,7 @@ def segment_files(
     out = check_writable(out_dir)  # created with the first result, so a bad option leaves nothing
     if workers < 0:
         raise ParameterError("workers", f"must be >= 0, got {workers}")
-    if kw.get("polarity", "dark") not in POLARITIES:
-        raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {kw['polarity']!r}")
+    _check_polarity(kw.get("polarity", "dark"))  # before any file, not once per file
     stems = output_stems(files)
     done: dict[int, dict] = {}
     errors: dict[int, dict] = {}
