@@ -26,6 +26,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from receptive_field_study import finish_axes, plot_baselines, plot_series  # noqa: E402 (same figure style)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIG = ROOT / "examples" / "figures"
@@ -85,27 +86,14 @@ def main() -> None:
 
     seeds = len(projects)
     fig, ax = plt.subplots(figsize=(6, 4))
-    grid = rows[:n_grid]
-    ax.errorbar(
-        [r["rf_nm"] for r in grid],
-        [r["test_hard_dice_mean"] for r in grid],
-        yerr=[r["test_hard_dice_sd"] for r in grid],
-        marker="o",
-        capsize=3,
-        label=f"depth 2 (8,234 params), {seeds} seed{'s' if seeds > 1 else ''}",
-    )
+    plot_series(ax, rows[:n_grid], f"depth 2 (8,234 params), {seeds} seed{'s' if seeds > 1 else ''}")
     d3 = rows[n_grid]
     ax.plot([d3["rf_nm"]], [d3["test_hard_dice_mean"]], "s", ms=8,
             label=f"depth 3 ({shipped['params']:,} params), the shipped model")  # fmt: skip
-    ax.axhline(base["otsu"]["dice"], color="k", ls="--", label=f"Gaussian + Otsu: {base['otsu']['dice']:.3f}")
-    ax.axhline(
-        base["fourier"]["dice"], color="0.45", ls=":", label=f"Fourier filter: {base['fourier']['dice']:.3f}"
+    plot_baselines(ax, base)
+    finish_axes(
+        ax, "sim:hrtem recipe, 280 training crops, up to 40 epochs", "test hard Dice (mean +- sd over seeds)"
     )
-    ax.set_xscale("log")
-    ax.set_xlabel("receptive field (nm, study formula)")
-    ax.set_ylabel("test hard Dice (mean +- sd over seeds)")
-    ax.set_title("sim:hrtem recipe, 280 training crops, up to 40 epochs")
-    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIG / "hrtem_budget.png", dpi=110)
     for r in rows:

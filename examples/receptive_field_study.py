@@ -80,14 +80,28 @@ def run_set(data: str, depths: list[int], train: TrainConfig, seeds: int, ax) ->
                 f"test {r['test_hard_dice_mean']:.3f} +- {r['test_hard_dice_sd']:.3f}",
                 flush=True,
             )
-        ax.errorbar(
-            [r["rf_nm"] for r in trials],
-            [r["test_hard_dice_mean"] for r in trials],
-            yerr=[r["test_hard_dice_sd"] for r in trials],
-            marker="o",
-            capsize=3,
-            label=f"depth {depth} ({trials[0]['params']:,} params)",
-        )
+        plot_series(ax, trials, f"depth {depth} ({trials[0]['params']:,} params)")
+    for name in plot_baselines(ax, baselines):
+        rows.append({"set": data, "pools": name, "test_hard_dice_mean": baselines[name]["dice"]})
+    finish_axes(ax, data, f"test hard Dice (mean +- sd, {seeds} seeds)")
+    return rows
+
+
+def plot_series(ax, rows: list[dict], label: str) -> None:
+    """Test hard Dice (mean +- sd over seeds) against RF in nm: one complexity's series."""
+    ax.errorbar(
+        [r["rf_nm"] for r in rows],
+        [r["test_hard_dice_mean"] for r in rows],
+        yerr=[r["test_hard_dice_sd"] for r in rows],
+        marker="o",
+        capsize=3,
+        label=label,
+    )
+
+
+def plot_baselines(ax, baselines: dict) -> list[str]:
+    """The tuned baselines (temtool.protocol.baselines) as horizontal lines; their names."""
+    drawn = []
     for name, style in (("otsu", ("k", "--")), ("fourier", ("0.45", ":"))):
         if name in baselines:
             b = baselines[name]
@@ -97,13 +111,16 @@ def run_set(data: str, depths: list[int], train: TrainConfig, seeds: int, ax) ->
                 else f"Fourier filter, {b['smooth_nm']:g} nm"
             )
             ax.axhline(b["dice"], color=style[0], ls=style[1], label=f"{what}: {b['dice']:.3f}")
-            rows.append({"set": data, "pools": name, "test_hard_dice_mean": b["dice"]})
+            drawn.append(name)
+    return drawn
+
+
+def finish_axes(ax, title: str, ylabel: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("receptive field (nm, study formula)")
-    ax.set_ylabel(f"test hard Dice (mean +- sd, {seeds} seeds)")
-    ax.set_title(data)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
-    return rows
 
 
 def main() -> None:
