@@ -33,6 +33,11 @@ FRINGE_THRESHOLD = 100.0
 # a smooth unimodal image gives about 2/pi = 0.64; clear dark particles on carbon 0.75 or more
 AMPLITUDE_THRESHOLD = 0.72
 HRTEM_MAX_PIXEL_NM = 0.08  # coarser sampling cannot resolve the 0.2 nm Au fringes usefully
+# a spot must carry this share of the window's power: lattice fringes carry 0.4-3% (a few
+# fringed particles in real bright field) to 5-25% (HRTEM); a heavily blurred image's
+# spectrum near Nyquist is a numerical floor (1e-12 to 1e-8 of the power) whose ratio to its
+# own radial median can still be in the thousands
+SPOT_MIN_POWER_FRACTION = 1e-4
 
 
 def _power_spectrum(x: np.ndarray) -> np.ndarray:
@@ -56,7 +61,8 @@ def _windows(image: np.ndarray, side: int, most: int = 8):
 
 
 def _spot_score(p: np.ndarray, k_lo: float, k_hi: float) -> float:
-    """Strongest spot of one power spectrum against its radial background (median per ring)."""
+    """Strongest spot of one power spectrum against its radial background (median per ring),
+    among those that carry a visible share of the power (:data:`SPOT_MIN_POWER_FRACTION`)."""
     n = p.shape[0]
     c = n // 2
     yy, xx = np.indices(p.shape)
@@ -75,7 +81,8 @@ def _spot_score(p: np.ndarray, k_lo: float, k_hi: float) -> float:
     # Thon rings are rings too, so only spots count: within a window of one or two particles
     # even a polycrystalline aggregate gives spots
     ratio = smooth / np.where(med > 0, med, np.inf)[ri]
-    return float(ratio[band].max())
+    band &= 9 * smooth >= SPOT_MIN_POWER_FRACTION * p.sum()  # 9: the 3x3 average's bins
+    return float(ratio[band].max()) if band.any() else 0.0
 
 
 def fringe_score(image: np.ndarray, pixel_size_nm: float | None = None, side: int = 128) -> float:
