@@ -225,7 +225,10 @@ def _inference_copy(model):
 
     if getattr(model, "optimizer", None) is None:
         return model
-    return keras.Model(model.inputs, model.outputs, name=model.name)  # same layers, not compiled
+    # same layers, not compiled; one input and one output tensor, not one-element lists (a
+    # model whose call returns a list breaks the Keras runtime's probability stage)
+    ins, outs = model.inputs, model.outputs
+    return keras.Model(ins[0] if len(ins) == 1 else ins, outs[0] if len(outs) == 1 else outs, name=model.name)
 
 
 def remember_last_model(path: str | os.PathLike) -> None:

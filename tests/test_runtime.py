@@ -78,6 +78,22 @@ def test_segmentation_is_the_same_on_both_runtimes(tmp_path):
     assert np.abs(a.spread - b.spread).max() < 1e-3  # a sqrt of a variance: rounding grows near 0
 
 
+def test_a_trained_bundle_runs_on_the_keras_runtime(tmp_path):
+    """A model that was compiled (as after `temtool train`) is saved without its optimizer;
+    the copy must keep one input and one output tensor (a one-element list of outputs broke
+    the Keras runtime's probability stage)."""
+    arch = Architecture.create(depth=1, pool="2", filters=2)
+    model = _trained_like(arch)
+    model.compile(optimizer="adam", loss="mse")
+    bundle = write_bundle(tmp_path / "m", model, arch, pixel_size_nm=0.5)
+    saved = load_bundle(bundle).model
+    assert not isinstance(saved.output, list)
+    img = simulate_image(config_for("standard", pixel_size_nm=0.5), 96, 3).image
+    ref = Segmenter.from_bundle(bundle, runtime="keras", tta=True).probability(img, 0.5)
+    onnx = Segmenter.from_bundle(bundle, runtime="onnx", tta=True).probability(img, 0.5)
+    assert np.abs(ref.prob - onnx.prob).max() < 1e-4
+
+
 def test_a_graph_that_does_not_belong_to_model_keras_is_not_used(tmp_path):
     arch = Architecture.create(depth=1, pool="2", filters=2)
     bundle = write_bundle(tmp_path / "m", _trained_like(arch), arch, pixel_size_nm=0.5)
@@ -100,6 +116,11 @@ def test_shipped_bundles_carry_a_checked_graph():
         x = np.random.default_rng(0).standard_normal((1, 64, 64, 1)).astype(np.float32)
         want = keras.ops.convert_to_numpy(b.model(x, training=False))
         assert np.abs(model.predict_on_batch(x) - want).max() < 1e-3
+        # the Keras runtime (the default where a GPU is visible) runs it too
+        img = np.random.default_rng(1).standard_normal((96, 96)).astype(np.float32)
+        ref = Segmenter.from_bundle(b.path, runtime="keras").probability(img, normalised=True).prob
+        got = Segmenter.from_bundle(b.path, runtime="onnx").probability(img, normalised=True).prob
+        assert np.abs(ref - got).max() < 1e-4, name
 
 
 def test_segment_from_the_prompt_never_imports_keras(tmp_path):
