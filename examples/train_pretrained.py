@@ -3,10 +3,12 @@
 ``standard``: bright-field TEM, for real micrographs out of the box. Trained jointly on
 domain-randomised simulations (temtool.data.randomise: particle sizes 8-64 px, doses from 2 to
 3,000 counts per pixel, pixel sizes 0.1-2 nm/px, defocus, carbon thickness and texture,
-gradients, blur, shapes from triangles to rods, touching aggregates) and on the real CC-BY
+gradients, blur, shapes from triangles to rods, sparse to crowded fields (2-80% of the field)
+with touching and overlapping aggregates) and on the real CC-BY
 micrographs of ../shared/data/msa-seg-track-train, *except* the ones copied to examples/data/,
 which stay unseen: they are the held-out real test set. The architecture is chosen by
-temtool's own tuner (a short grid over depth and filters on the same data). The model is
+temtool's own tuner (a short grid over depth and filters on the same data); the shipped build
+of 2026-12-01 passed the tuner's earlier choice, ``--arch 3 8``, to skip that step. The model is
 scaled by particle size, not pixel size (``particle_diameter_px`` in its bundle), so
 `temtool segment` works on micrographs without a calibration.
 
@@ -17,7 +19,7 @@ network with the best validation Dice on `sim:hrtem` in the Figure 2 rerun
 
     python examples/train_pretrained.py --only hrtem
 
-    python examples/train_pretrained.py --only standard [--n-sim 1200] [--epochs 16]
+    python examples/train_pretrained.py --only standard [--n-sim 1200] [--epochs 16] [--arch 3 8]
 
 Deterministic for a given seed on one backend and machine. Prints what it measured: the test
 Dice on held-out simulations and on the held-out real micrographs beside Gaussian + Otsu with

@@ -28,7 +28,7 @@ RANGES = {
     "particle_diameter_px": (8.0, 64.0),  # log-uniform
     "pixel_size_nm": (0.1, 2.0),  # log-uniform
     "counts_per_px": (2.0, 3000.0),  # log-uniform; sets the dose for the pixel size
-    "area_fraction": (0.02, 0.35),  # particles' share of the field
+    "area_fraction": (0.02, 0.8),  # particles' share of the field (crowded, overlapping fields too)
     "defocus_nm": (-3000.0, 300.0),  # drawn as -3000 * u**2 + 300 * (1 - u)... see below
     "carbon_thickness_nm": (3.0, 40.0),
     "carbon_thickness_variation": (0.01, 0.4),
