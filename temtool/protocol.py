@@ -123,12 +123,16 @@ def class_dice(
 def score_split(
     ds, split: str, predict_masks: Callable[[list[str]], list[np.ndarray]], classes: dict | None = None
 ) -> dict:
-    """Hard Dice of predicted masks on one split: mean, per image, per class (simulated).
+    """Hard Dice of predicted masks on one split: mean, per image, per class (simulated);
+    ``per_image_scores``: Dice, IoU, precision and recall of each image.
     ``classes``: :func:`particle_classes` of the split when already read (else read here)."""
+    from temtool.metrics import binary_scores_np
+
     stems = ds.splits.get(split) or []
     preds = predict_masks(stems)
     truths = [ds.masks[s] for s in stems]
-    per_image = [hard_dice(t, p) for t, p in zip(truths, preds)]
+    scores = [binary_scores_np(t, p) for t, p in zip(truths, preds)]  # its Dice is hard_dice's
+    per_image = [sc["dice"] for sc in scores]
     out = {"split": split, "n_images": len(stems), "dice": float(np.mean(per_image)) if stems else None}
     out["dice_sd_over_images"] = float(np.std(per_image)) if stems else None
     if classes is None and stems:
@@ -136,6 +140,7 @@ def score_split(
     if classes:
         out["dice_by_class"] = class_dice(truths, preds, [classes[s] for s in stems])
     out["per_image"] = dict(zip(stems, per_image))
+    out["per_image_scores"] = dict(zip(stems, scores))
     return out
 
 

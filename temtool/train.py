@@ -546,7 +546,8 @@ def save_training(
 
 def baseline_summary(baselines: dict) -> dict:
     """:func:`temtool.protocol.baselines` without the per-image lists (for bundles, tables)."""
-    return {name: {k: v for k, v in b.items() if k != "per_image"} for name, b in baselines.items()}
+    per_image = ("per_image", "per_image_scores")
+    return {name: {k: v for k, v in b.items() if k not in per_image} for name, b in baselines.items()}
 
 
 def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:
