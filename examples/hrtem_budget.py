@@ -9,6 +9,7 @@ on the same 80 test crops.
     temtool tune --data hrtem400 --depths 2 --pools 2,8 --epochs 40 --batch 16 --lr 2e-3 \\
         --patience 15 --project hrtem400-d2-budget
     temtool tune ... --seed 1 --project hrtem400-d2-budget-seed1     # the same, a second seed
+    temtool tune ... --seed 2 --project hrtem400-d2-budget-seed2     # and a third
     python examples/hrtem_budget.py [--projects DIR ...]
 
 (`temtool simulate` with these settings writes exactly the data that
@@ -37,7 +38,10 @@ def main() -> None:
     ap.add_argument(
         "--projects",
         nargs="+",
-        default=[str(ROOT / "tuner_logs" / p) for p in ("hrtem400-d2-budget", "hrtem400-d2-budget-seed1")],
+        default=[
+            str(ROOT / "tuner_logs" / p)
+            for p in ("hrtem400-d2-budget", "hrtem400-d2-budget-seed1", "hrtem400-d2-budget-seed2")
+        ],
         help="tune projects of the same grid, one per seed (those that exist are used)",
     )
     args = ap.parse_args()
