@@ -136,10 +136,8 @@ def randomised(model: str | None, n: int) -> None:
     for sim, od in otsu_table(10000):
         seg = chooser(None, sim.image)
         pred, _ = post.apply(seg.probability(sim.image).prob)
-        counts = (
-            sim.params["randomised"]["dose_e_per_A2"][0]
-            * (10 * sim.params["randomised"]["pixel_size_nm"]) ** 2
-        )
+        drawn = sim.params["randomised"]
+        counts = drawn["dose_e_per_A2"][0] * (10 * drawn["pixel_size_nm"]) ** 2
         rows.append(
             (binary_scores_np(sim.mask > 0, pred)["dice"], od[best], max(od), counts, Path(seg.name).name)
         )
@@ -150,9 +148,8 @@ def randomised(model: str | None, n: int) -> None:
     )
     print("| counts/px | images | model Dice | Otsu Dice (tuned) | Otsu, best sigma per image | model wins |")
     print("|---|---|---|---|---|---|")
-    for lo, hi in ((0, 20), (20, 200), (200, 1e9), (0, 1e9)):
+    for label, lo, hi in (("0-20", 0, 20), ("20-200", 20, 200), (">= 200", 200, np.inf), ("all", 0, np.inf)):
         k = (counts >= lo) & (counts < hi)
-        label = "all" if hi == 1e9 and lo == 0 else f"{lo:g}-{hi:g}" if hi < 1e9 else f">= {lo:g}"
         print(
             f"| {label} | {k.sum()} | {d[k].mean():.3f} | {o[k].mean():.3f} | {oracle[k].mean():.3f} | "
             f"{(d[k] > o[k]).sum()}/{k.sum()} |"
