@@ -56,8 +56,9 @@ def seed_summary(values: Sequence[float]) -> dict:
 def hard_dice(mask_true: np.ndarray, mask_pred: np.ndarray) -> float:
     """Hard Dice of one image, with the smoothing of 1 used by every temtool Dice (the
     training metric, ``evaluate``): 1 when both masks are empty."""
-    t, p = np.asarray(mask_true) > 0, np.asarray(mask_pred) > 0
-    return float((2 * (t & p).sum() + 1) / (t.sum() + p.sum() + 1))
+    from temtool.metrics import binary_scores_np
+
+    return float(binary_scores_np(np.asarray(mask_true) > 0, np.asarray(mask_pred) > 0)["dice"])
 
 
 def test_probabilities(model, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
@@ -131,7 +132,7 @@ def score_split(
     stems = ds.splits.get(split) or []
     preds = predict_masks(stems)
     truths = [ds.masks[s] for s in stems]
-    scores = [binary_scores_np(t, p) for t, p in zip(truths, preds)]  # its Dice is hard_dice's
+    scores = [binary_scores_np(t, p) for t, p in zip(truths, preds)]
     per_image = [sc["dice"] for sc in scores]
     out = {"split": split, "n_images": len(stems), "dice": float(np.mean(per_image)) if stems else None}
     out["dice_sd_over_images"] = float(np.std(per_image)) if stems else None
