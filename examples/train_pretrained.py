@@ -46,7 +46,7 @@ from temtool.arch import Architecture  # noqa: E402
 from temtool.baselines import best_otsu_sigma, otsu_segment  # noqa: E402
 from temtool.data.dataset import BUILTIN, load_dataset, write_simulated_dataset  # noqa: E402
 from temtool.data.io import read_image, read_mask, write_png, write_tiff  # noqa: E402
-from temtool.data.randomise import RANGES, randomised_batch  # noqa: E402
+from temtool.data.randomise import CROWDED, RANGES, randomised_batch  # noqa: E402
 from temtool.metrics import binary_scores_np  # noqa: E402
 from temtool.segment import Segmenter, resample  # noqa: E402
 from temtool.train import TrainConfig, fit, save_training, train  # noqa: E402
@@ -83,9 +83,17 @@ def real_patches(img: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np
 
 
 def build_standard_dataset(
-    root: Path, n_sim: int, seed: int, real_copies: int, val_names: list[str] | None = None
+    root: Path,
+    n_sim: int,
+    seed: int,
+    real_copies: int,
+    val_names: list[str] | None = None,
+    n_crowded: int = 0,
 ) -> dict:
-    """Domain-randomised simulations plus the real training micrographs, one dataset folder."""
+    """Domain-randomised simulations plus the real training micrographs, one dataset folder;
+    ``n_crowded`` more simulations of jammed fields (`randomised_batch(crowded=True)`: the
+    plain recipe's fields are rarely over a third particle) for training and validation only,
+    so the test split stays the plain recipe's."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     splits = {"train": [], "val": [], "test": []}
@@ -97,7 +105,15 @@ def build_standard_dataset(
         write_png(root / "masks" / f"{stem}.png", sim.mask)
         split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
         splits[split].append(stem)
-    print(f"simulated {n_sim} randomised images in {time.perf_counter() - t0:.0f} s", flush=True)
+    crowded = (
+        randomised_batch(n_crowded, PATCH, seed=seed + 1000, workers=2, crowded=True) if n_crowded else []
+    )
+    for i, sim in enumerate(crowded):
+        stem = f"sim_crowded_{i:05d}"
+        write_tiff(root / "images" / f"{stem}.tif", sim.image)
+        write_png(root / "masks" / f"{stem}.png", sim.mask)
+        splits["val" if i < n_crowded // 20 else "train"].append(stem)
+    print(f"simulated {n_sim} + {n_crowded} crowded randomised images in {time.perf_counter() - t0:.0f} s")
     held = {p.stem for p in (HELD_OUT / "images").glob("*.png")}
     real = {k: v for k, v in real_pairs(REAL).items() if k not in held}
     names = sorted(real, key=lambda s: int(s.split("_")[-1]))
@@ -119,6 +135,7 @@ def build_standard_dataset(
         "real_val": sorted(val_names),
         "real_test_held_out": sorted(held),
         "n_sim": n_sim,
+        "n_sim_crowded": n_crowded,
     }
 
 
@@ -188,11 +205,11 @@ def _epoch_line(e, logs, ips):
 
 
 def build_finetune_dataset(
-    root: Path, n_sim: int, seed: int, val_names: list[str], real_copies: int = 1
+    root: Path, n_sim: int, seed: int, val_names: list[str], real_copies: int = 1, n_crowded: int = 0
 ) -> None:
     """The real training micrographs with a smaller draw of simulations (so the simulated
     variety stays in view); validation on the real validation micrographs only."""
-    info = build_standard_dataset(root, n_sim, seed, real_copies=real_copies, val_names=val_names)
+    info = build_standard_dataset(root, n_sim, seed, real_copies, val_names, n_crowded)
     meta = json.loads((root / "dataset.json").read_text())
     splits = meta["splits"]
     sim_val = [s for s in splits["val"] if s.startswith("sim_")]
@@ -208,7 +225,7 @@ def train_standard(args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "standard"
-        info = build_standard_dataset(root, args.n_sim, args.seed, args.real_copies)
+        info = build_standard_dataset(root, args.n_sim, args.seed, args.real_copies, n_crowded=args.n_crowded)
         ds = load_dataset(root)
         if args.start_from:  # the joint stage was run before (its bundle)
             joint = load_bundle(args.start_from)
@@ -232,7 +249,12 @@ def train_standard(args) -> None:
         # fine-tune stage: real micrographs weigh more, epoch chosen on the real validation ones
         ft_root = Path(tmp) / "finetune"
         build_finetune_dataset(
-            ft_root, args.finetune_n_sim, args.seed + 2, info["real_val"], args.finetune_real_copies
+            ft_root,
+            args.finetune_n_sim,
+            args.seed + 2,
+            info["real_val"],
+            args.finetune_real_copies,
+            round(args.n_crowded * args.finetune_n_sim / max(1, args.n_sim)),
         )
         ft = load_dataset(ft_root)
         cfg = TrainConfig(
@@ -253,6 +275,7 @@ def train_standard(args) -> None:
                 **ds.summary(),
                 "path": "domain-randomised simulations + real CC-BY micrographs, then a fine-tune",
                 "randomised_ranges": {k: list(v) for k, v in RANGES.items()},
+                "crowded_ranges": {k: list(v) for k, v in CROWDED.items()} if args.n_crowded else None,
                 **info,
             },
             "pretrained": {"name": "standard", "script": "examples/train_pretrained.py", "args": vars(args)},
@@ -311,6 +334,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["standard", "hrtem"])
     ap.add_argument("--n-sim", type=int, default=1200)
+    ap.add_argument("--n-crowded", type=int, default=0, help="more simulations of jammed fields")
     ap.add_argument("--tune-n-sim", type=int, default=300)
     ap.add_argument("--real-copies", type=int, default=2, help="oversampling of real training patches")
     ap.add_argument("--epochs", type=int, default=16)

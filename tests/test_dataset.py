@@ -105,6 +105,22 @@ def test_randomised_builtin_draws_a_recipe_per_image_at_one_pixel_size(tmp_path,
         write_simulated_dataset(tmp_path / "bad", "hrtem", n=2, size=32, randomised=True)
 
 
+def test_crowded_randomised_draws_fill_the_field_and_leave_plain_draws_alone():
+    from temtool.data.randomise import CROWDED, random_overrides, randomised_batch
+
+    plain = [float((s.mask > 0).mean()) for s in randomised_batch(8, 96, seed=7)]
+    jammed = [float((s.mask > 0).mean()) for s in randomised_batch(8, 96, seed=7, crowded=True)]
+    # the plain recipe's fields are mostly under a third particle; jammed ones are mostly over
+    assert np.mean(jammed) > np.mean(plain) + 0.15 and np.median(jammed) > 0.35
+    a, b = (
+        random_overrides(np.random.default_rng(5)),
+        random_overrides(np.random.default_rng(5), crowded=True),
+    )
+    assert CROWDED["touching_fraction"][0] <= b["touching_fraction"] <= CROWDED["touching_fraction"][1]
+    assert b["diameter_nm"] == a["diameter_nm"] and b["defocus_nm"] == a["defocus_nm"]  # the rest as drawn
+    assert b["particles_per_256px2"][1] > a["particles_per_256px2"][1]
+
+
 def test_missing_data_folder_is_clear(tmp_path):
     with pytest.raises(TemtoolError, match="no such folder"):
         load_dataset(tmp_path / "absent")

@@ -22,7 +22,7 @@ import numpy as np
 
 from temtool.data.simulate import SimulatedImage, config_for, image_seeds, ordered_map, simulate_image
 
-__all__ = ["RANGES", "random_overrides", "randomised_image", "randomised_batch"]
+__all__ = ["RANGES", "CROWDED", "random_overrides", "randomised_image", "randomised_batch"]
 
 RANGES = {
     "particle_diameter_px": (8.0, 64.0),  # log-uniform
@@ -42,23 +42,34 @@ RANGES = {
     "touching_fraction": (0.0, 0.5),
 }
 
+# A crowded draw (``crowded=True``, for training): fields jammed with particles, many of them
+# touching or overlapping in stacks (what large Au particles at fine sampling look like);
+# these ranges replace RANGES' and the particle count asked for is 1-2 times the area
+# fraction's (placement stops where the field is full).
+CROWDED = {
+    "area_fraction": (0.5, 0.9),
+    "touching_fraction": (0.3, 0.6),
+}
+
 
 def _logu(rng, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def random_overrides(rng: np.random.Generator, pixel_size_nm: float | None = None) -> dict:
+def random_overrides(
+    rng: np.random.Generator, pixel_size_nm: float | None = None, crowded: bool = False
+) -> dict:
     """One draw of the standard-TEM config overrides (see module docstring); with
     ``pixel_size_nm`` the sampling is fixed (particle size, dose and the rest still drawn, the
-    same draws as without it)."""
-    r = RANGES
+    same draws as without it); ``crowded``: a jammed field (:data:`CROWDED`)."""
+    r = {**RANGES, **CROWDED} if crowded else RANGES
     d_px = _logu(rng, *r["particle_diameter_px"])
     px = _logu(rng, *r["pixel_size_nm"])
     px = float(pixel_size_nm) if pixel_size_nm else px
     counts = _logu(rng, *r["counts_per_px"])
     dose = counts / (px * 10) ** 2  # electrons per A^2
     frac = float(rng.uniform(*r["area_fraction"]))
-    per_256 = frac * 256**2 / (math.pi * d_px**2 / 4)
+    per_256 = frac * 256**2 / (math.pi * d_px**2 / 4) * (2.0 if crowded else 1.0)
     u = float(rng.random())
     defocus = -3000.0 * u**2 if rng.random() < 0.85 else float(rng.uniform(0, r["defocus_nm"][1]))
     thick = float(rng.uniform(*r["carbon_thickness_nm"]))
@@ -87,12 +98,14 @@ def random_overrides(rng: np.random.Generator, pixel_size_nm: float | None = Non
     }
 
 
-def randomised_image(size: int, seed, pixel_size_nm: float | None = None) -> SimulatedImage:
+def randomised_image(
+    size: int, seed, pixel_size_nm: float | None = None, crowded: bool = False
+) -> SimulatedImage:
     """One domain-randomised micrograph ``size x size`` with its exact mask; its drawn recipe
-    is in ``params["randomised"]``. ``pixel_size_nm``: fixed sampling (see
-    :func:`random_overrides`)."""
+    is in ``params["randomised"]``. ``pixel_size_nm``: fixed sampling; ``crowded``: a jammed
+    field (see :func:`random_overrides`)."""
     rng = np.random.default_rng(seed)
-    overrides = random_overrides(rng, pixel_size_nm)
+    overrides = random_overrides(rng, pixel_size_nm, crowded)
     sim = simulate_image(config_for("standard", **overrides), size, rng)
     sim.params["randomised"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
     sim.params["particle_diameter_px"] = overrides["diameter_nm"] / overrides["pixel_size_nm"]
@@ -104,8 +117,13 @@ def _job(args):
 
 
 def randomised_batch(
-    n: int, size: int = 256, seed: int = 0, workers: int = 1, pixel_size_nm: float | None = None
+    n: int,
+    size: int = 256,
+    seed: int = 0,
+    workers: int = 1,
+    pixel_size_nm: float | None = None,
+    crowded: bool = False,
 ):
     """Yield ``n`` domain-randomised micrographs in order (the same whatever ``workers``)."""
-    jobs = [(size, s, pixel_size_nm) for s in image_seeds(seed, n)]
+    jobs = [(size, s, pixel_size_nm, crowded) for s in image_seeds(seed, n)]
     yield from ordered_map(_job, jobs, workers, chunksize=4)
