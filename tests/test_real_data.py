@@ -229,7 +229,7 @@ def test_shipped_model_on_held_out_real_micrographs(run_cli, tmp_path):
         dice.append(2 * (mask & t).sum() / (mask.sum() + t.sum()))
         n_true = len(measure_particles(truth, None, min_area_px=1)[1])
         count_err.append(abs(res[name]["particles"] - n_true) / n_true)
-    # measured 0.975 and 2% (benchmarks/RESULTS.md); Gaussian + Otsu tuned on the training
+    # measured 0.973 and 7% (benchmarks/RESULTS.md); Gaussian + Otsu tuned on the training
     # micrographs reaches 0.989 on these four: the network does not beat it here yet
     assert np.mean(dice) > 0.95, dice
     assert np.mean(count_err) < 0.10, count_err
@@ -237,18 +237,20 @@ def test_shipped_model_on_held_out_real_micrographs(run_cli, tmp_path):
 
 def test_shipped_model_on_crowded_fields_of_large_overlapping_particles():
     """The study's standard-TEM sampling (20 nm Au at 0.12 nm/px: particles of about 167 px,
-    43-46% of the field, overlapping), no pixel size given: the scale look resamples them and
-    the model must still find them. The model trained on fields of at most 35% particle
-    reached 0.923 and 0.924 on these two; the rebuilt one 0.986 and 0.965 (RESULTS.md: 11
-    such fields, 0.925 +- 0.076 against Otsu's 0.969)."""
+    here the two most crowded test fields, 69-71% particle, stacked three and four deep), no
+    pixel size given: the scale look resamples them and the model must still find the single
+    particles beside the darker stacks. The model trained without jammed fields reached 0.780
+    and 0.788 on these two (it took the single particles for background); the one trained with
+    them 0.936 and 0.960 (RESULTS.md: 11 such fields, 0.971 +- 0.016 against Otsu's 0.969)."""
     from temtool.segment import ModelChooser
 
     chooser, post, dice = ModelChooser(), PostProcessing(), []
-    for seed in (1, 2):
+    for seed in (3, 10):
         sim = simulate_image(config_for("standard", pixel_size_nm=0.12), 1024, seed=seed)
         seg = chooser(None, sim.image)
         assert seg.name.endswith("standard")
         pred, _ = post.apply(seg.probability(sim.image).prob)
         t = sim.mask > 0
+        assert t.mean() > 0.65
         dice.append(2 * (pred.astype(bool) & t).sum() / (pred.astype(bool).sum() + t.sum()))
-    assert np.mean(dice) > 0.95, dice
+    assert np.mean(dice) > 0.92, dice

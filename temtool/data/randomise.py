@@ -45,8 +45,11 @@ RANGES = {
 # A crowded draw (``crowded=True``, for training): fields jammed with particles, many of them
 # touching or overlapping in stacks (what large Au particles at fine sampling look like);
 # these ranges replace RANGES' and the particle count asked for is 1-2 times the area
-# fraction's (placement stops where the field is full).
+# fraction's (placement stops where the field is full). Particles of 20 px and more only: a
+# jammed field of smaller ones looks like carbon speckle, and a model taught both calls the
+# speckle of sparse fields particles (tried: randomised validation Dice 0.844 -> 0.827).
 CROWDED = {
+    "particle_diameter_px": (20.0, 64.0),
     "area_fraction": (0.5, 0.9),
     "touching_fraction": (0.3, 0.6),
 }
