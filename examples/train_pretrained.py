@@ -100,21 +100,25 @@ def build_standard_dataset(
     (root / "masks").mkdir()
     splits = {"train": [], "val": [], "test": []}
     n_val, n_test = max(20, n_sim // 20), max(40, n_sim // 10)
+
+    def add(stem: str, image: np.ndarray, mask: np.ndarray, split: str) -> None:
+        write_tiff(root / "images" / f"{stem}.tif", image)
+        write_png(root / "masks" / f"{stem}.png", mask)
+        splits[split].append(stem)
+
     t0 = time.perf_counter()
     for i, sim in enumerate(randomised_batch(n_sim, PATCH, seed=seed, workers=2)):
-        stem = f"sim_{i:05d}"
-        write_tiff(root / "images" / f"{stem}.tif", sim.image)
-        write_png(root / "masks" / f"{stem}.png", sim.mask)
-        split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-        splits[split].append(stem)
+        add(
+            f"sim_{i:05d}",
+            sim.image,
+            sim.mask,
+            "test" if i < n_test else "val" if i < n_test + n_val else "train",
+        )
     crowded = (
         randomised_batch(n_crowded, PATCH, seed=seed + 1000, workers=2, crowded=True) if n_crowded else []
     )
     for i, sim in enumerate(crowded):
-        stem = f"sim_crowded_{i:05d}"
-        write_tiff(root / "images" / f"{stem}.tif", sim.image)
-        write_png(root / "masks" / f"{stem}.png", sim.mask)
-        splits["val" if i < n_crowded // 20 else "train"].append(stem)
+        add(f"sim_crowded_{i:05d}", sim.image, sim.mask, "val" if i < n_crowded // 20 else "train")
     print(f"simulated {n_sim} + {n_crowded} crowded randomised images in {time.perf_counter() - t0:.0f} s")
     held = {p.stem for p in (HELD_OUT / "images").glob("*.png")}
     real = {k: v for k, v in real_pairs(REAL).items() if k not in held}
@@ -127,10 +131,7 @@ def build_standard_dataset(
         copies = 1 if split == "val" else real_copies
         for j, (im, m) in enumerate(real_patches(*real[name])):
             for c in range(copies):
-                stem = f"real_{name}_{j}_{c}"
-                write_tiff(root / "images" / f"{stem}.tif", im)
-                write_png(root / "masks" / f"{stem}.png", m)
-                splits[split].append(stem)
+                add(f"real_{name}_{j}_{c}", im, m, split)
     (root / "dataset.json").write_text(json.dumps({"regime": "standard", "splits": splits}, indent=1))
     return {
         "real_train": sorted(set(names) - val_names),
