@@ -122,15 +122,11 @@ def crowded(model: str | None) -> None:
     """Crowded fields of large overlapping particles at the study's standard-TEM sampling (20 nm
     Au at 0.12 nm/px, 1024x1024, seeds 1-5 and 10-15), no options, beside Gaussian + Otsu with
     its sigma chosen on 6 other fields (seeds 200-205)."""
-    from temtool.baselines import OTSU_SIGMAS_PX
     from temtool.data.simulate import config_for, simulate_image
 
     cfg = config_for("standard", pixel_size_nm=0.12)
     tune = [simulate_image(cfg, 1024, seed=k) for k in range(200, 206)]
-    sigma = max(
-        OTSU_SIGMAS_PX,
-        key=lambda g: np.mean([binary_scores_np(s.mask > 0, otsu_segment(s.image, g))["dice"] for s in tune]),
-    )
+    sigma = best_otsu_sigma([s.image for s in tune], [s.mask for s in tune])
     chooser, post = ModelChooser(model), PostProcessing()
     print(
         f"\nCrowded study-sampling fields (20 nm Au at 0.12 nm/px, 1024x1024, no options; Otsu sigma "
@@ -141,10 +137,11 @@ def crowded(model: str | None) -> None:
     d, o = [], []
     for k in list(range(1, 6)) + list(range(10, 16)):
         sim = simulate_image(cfg, 1024, seed=k)
+        truth = sim.mask > 0
         pred, _ = post.apply(chooser(None, sim.image).probability(sim.image).prob)
-        d.append(binary_scores_np(sim.mask > 0, pred)["dice"])
-        o.append(binary_scores_np(sim.mask > 0, otsu_segment(sim.image, sigma))["dice"])
-        print(f"| {k} | {(sim.mask > 0).mean():.2f} | {d[-1]:.3f} | {o[-1]:.3f} |")
+        d.append(binary_scores_np(truth, pred)["dice"])
+        o.append(binary_scores_np(truth, otsu_segment(sim.image, sigma))["dice"])
+        print(f"| {k} | {truth.mean():.2f} | {d[-1]:.3f} | {o[-1]:.3f} |")
     d, o = np.array(d), np.array(o)
     print(
         f"| **mean +- sd** | | **{d.mean():.3f} +- {d.std():.3f}** | {o.mean():.3f} +- {o.std():.3f} |\n\n"

@@ -117,9 +117,9 @@ def test_crowded_randomised_draws_fill_the_field_and_leave_plain_draws_alone():
         random_overrides(np.random.default_rng(5), crowded=True),
     )
     assert CROWDED["touching_fraction"][0] <= b["touching_fraction"] <= CROWDED["touching_fraction"][1]
-    assert (
-        b["defocus_nm"] == a["defocus_nm"] and b["pixel_size_nm"] == a["pixel_size_nm"]
-    )  # the rest as drawn
+    # the rest as drawn
+    assert b["defocus_nm"] == a["defocus_nm"]
+    assert b["pixel_size_nm"] == a["pixel_size_nm"]
     lo, hi = CROWDED["particle_diameter_px"]
     assert lo <= b["diameter_nm"] / b["pixel_size_nm"] <= hi
     assert b["particles_per_256px2"][1] > a["particles_per_256px2"][1]
