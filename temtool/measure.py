@@ -17,6 +17,7 @@ __all__ = [
     "typical_diameter_px",
     "inner_boundaries",
     "remove_small",
+    "region_properties",
 ]
 
 
@@ -127,8 +128,6 @@ def measure_particles(
     rows : list of dict
         One per particle, keys :func:`particle_columns`.
     """
-    from skimage.measure import regionprops
-
     # fill pinholes only: a ring of touching particles must not become one filled blob
     m = np.asarray(mask, bool)
     if pinhole_px > 0:
@@ -137,28 +136,69 @@ def measure_particles(
     unit = "nm" if pixel_size_nm else "px"
     s = float(pixel_size_nm or 1.0)
     H, W = m.shape
+    props = region_properties(labels)
+    kept = np.flatnonzero(props["area"] >= min_area_px)
     renumber = np.zeros(int(labels.max()) + 1, np.int32)  # dropped objects -> 0
+    renumber[props["label"][kept]] = np.arange(1, kept.size + 1, dtype=np.int32)
     rows = []
-    for r in regionprops(labels):
-        if r.area < min_area_px:
-            continue
-        y0, x0, y1, x1 = r.bbox
-        rid = len(rows) + 1
-        renumber[r.label] = rid
+    for rid, i in enumerate(kept, start=1):
+        y0, x0, y1, x1 = props["bbox"][i]
         rows.append(
             {
                 "id": rid,
-                f"area_{unit}2": float(r.area) * s * s,
-                f"equivalent_diameter_{unit}": float(r.equivalent_diameter_area) * s,
-                "centroid_y_px": float(r.centroid[0]),
-                "centroid_x_px": float(r.centroid[1]),
-                f"major_axis_{unit}": float(r.axis_major_length) * s,
-                f"minor_axis_{unit}": float(r.axis_minor_length) * s,
-                "eccentricity": float(r.eccentricity),
+                f"area_{unit}2": float(props["area"][i]) * s * s,
+                f"equivalent_diameter_{unit}": float(props["equivalent_diameter"][i]) * s,
+                "centroid_y_px": float(props["centroid"][i, 0]),
+                "centroid_x_px": float(props["centroid"][i, 1]),
+                f"major_axis_{unit}": float(props["axis_major_length"][i]) * s,
+                f"minor_axis_{unit}": float(props["axis_minor_length"][i]) * s,
+                "eccentricity": float(props["eccentricity"][i]),
                 "touches_border": bool(y0 == 0 or x0 == 0 or y1 == H or x1 == W),
             }
         )
     return renumber[labels], rows
+
+
+def region_properties(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Size and shape of every label of a 2-D label image at once, as
+    ``skimage.measure.regionprops`` defines them (pixel units): ``label``, ``area``,
+    ``centroid`` (row, col), ``bbox`` (min_row, min_col, max_row, max_col),
+    ``equivalent_diameter``, ``axis_major_length``, ``axis_minor_length`` and ``eccentricity``
+    (from the eigenvalues of the inertia tensor of the second central moments), one entry per
+    label present, in increasing label order. Only the second moments are computed, on each
+    region's bounding box, with no Python object per region (several times faster than
+    ``regionprops`` for a 2048x2048 micrograph; equal to scikit-image's to rounding)."""
+    lab = np.asarray(labels)
+    boxes = ndi.find_objects(lab)
+    present = np.array([i for i, sl in enumerate(boxes, start=1) if sl is not None], np.intp)
+    k = present.size
+    area, cy, cx, mu20, mu02, mu11 = (np.zeros(k) for _ in range(6))
+    bbox = np.zeros((k, 4), np.intp)
+    for j, i in enumerate(present):
+        sl = boxes[i - 1]
+        ys, xs = np.nonzero(lab[sl] == i)
+        area[j] = ys.size
+        my, mx = ys.mean(), xs.mean()
+        dy, dx = ys - my, xs - mx
+        mu20[j], mu02[j], mu11[j] = dy @ dy / ys.size, dx @ dx / ys.size, dy @ dx / ys.size
+        cy[j], cx[j] = my + sl[0].start, mx + sl[1].start
+        bbox[j] = sl[0].start, sl[1].start, sl[0].stop, sl[1].stop
+    # eigenvalues of the inertia tensor [[mu02, -mu11], [-mu11, mu20]], largest first, >= 0
+    half_sum = 0.5 * (mu02 + mu20)
+    root = np.sqrt((0.5 * (mu02 - mu20)) ** 2 + mu11**2)
+    l1 = np.maximum(half_sum + root, 0)
+    l2 = np.maximum(half_sum - root, 0)
+    ecc = np.sqrt(np.clip(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0), 0, None))
+    return {
+        "label": present,
+        "area": area,
+        "centroid": np.stack([cy, cx], axis=1),
+        "bbox": bbox,
+        "equivalent_diameter": np.sqrt(4 * area / np.pi),
+        "axis_major_length": 4 * np.sqrt(l1),
+        "axis_minor_length": 4 * np.sqrt(l2),
+        "eccentricity": np.where(l1 > 0, ecc, 0.0),
+    }
 
 
 # ------------------------------------------------------------------------ clean-up

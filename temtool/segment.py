@@ -406,12 +406,15 @@ def _histogram_png(path: Path, diameters: list[float], unit: str) -> None:
     fig = Figure(figsize=(4, 3))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if diameters:
-        ax.hist(diameters, bins=min(30, max(5, len(diameters) // 2)), color="tab:orange")
+    if diameters:  # one filled outline, not a patch per bar: a third of the drawing time
+        counts, edges = np.histogram(diameters, bins=min(30, max(5, len(diameters) // 2)))
+        ax.stairs(counts, edges, fill=True, color="tab:orange")
+        ax.set_ylim(0, max(1, counts.max()) * 1.05)
+        ax.yaxis.get_major_locator().set_params(integer=True)  # counts
     ax.set_xlabel(f"equivalent diameter ({unit})")
     ax.set_ylabel("particles")
     ax.set_title(f"n = {len(diameters)}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.17, right=0.95, bottom=0.17, top=0.9)  # tight_layout's, fixed: 50 ms less
     atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
 
 
@@ -590,6 +593,7 @@ def _infer(
     else:
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
         why = getattr(segmenter, "reason", None)
+        _import_plotting()  # for the size histogram: its import overlaps the network's run
         prob, spread, seg_notes, _ = seg.probability(image, px)
         notes += seg_notes
     if drawn is not None:
@@ -616,24 +620,22 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
     _import_plotting()  # meanwhile, for the size histogram
     post = post or PostProcessing()
     image, px, prob, spread, seg = r["image"], r["px"], r["prob"], r["spread"], r["seg"]
-    mask, post_info = post.apply(prob, px)
-    labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
-    unit = "nm" if px else "px"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or path.stem
-    d = [r[f"equivalent_diameter_{unit}"] for r in rows if not r["touches_border"]]
-    writes = [
-        (write_png, out / f"{stem}_mask.png", mask),
-        (write_tiff, out / f"{stem}_prob.tif", prob, px),
-        (_write_labels, out / f"{stem}_labels.tif", labels, px),
-        (_overlay_png, out / f"{stem}_overlay.png", image, labels),
-        (_write_csv, out / f"{stem}_particles.csv", rows, particle_columns(unit)),
-        (_histogram_png, out / f"{stem}_sizes.png", d, unit),
-    ]
-    if spread is not None:
-        writes.append((write_tiff, out / f"{stem}_uncertainty.tif", spread, px))
-    _write_all(writes)
+    unit = "nm" if px else "px"
+    with _Writes() as w:  # each output starts as soon as what it shows is ready
+        w.submit(write_tiff, out / f"{stem}_prob.tif", prob, px)
+        if spread is not None:
+            w.submit(write_tiff, out / f"{stem}_uncertainty.tif", spread, px)
+        mask, post_info = post.apply(prob, px)
+        w.submit(write_png, out / f"{stem}_mask.png", mask)
+        labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
+        d = [r[f"equivalent_diameter_{unit}"] for r in rows if not r["touches_border"]]
+        w.submit(_write_labels, out / f"{stem}_labels.tif", labels, px)
+        w.submit(_overlay_png, out / f"{stem}_overlay.png", image, labels)
+        w.submit(_write_csv, out / f"{stem}_particles.csv", rows, particle_columns(unit))
+        w.submit(_histogram_png, out / f"{stem}_sizes.png", d, unit)
     return {
         "file": str(path),
         "output_stem": stem,
@@ -657,18 +659,30 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
     }
 
 
-def _write_all(writes: list[tuple]) -> None:
-    """Run ``(function, *args)`` writes side by side in threads (each writes atomically; PNG
-    and TIFF encoding, zlib and NumPy release the GIL): 0.4 s less for a 2048x2048 micrograph
-    on 2 cores. Waits for all of them; the first error is raised after the others finished,
-    so nothing is left half-written."""
-    from concurrent.futures import ThreadPoolExecutor
+class _Writes:
+    """Outputs written side by side in threads, each submitted as ``(function, *args)`` as
+    soon as its data is ready, so the probability map is written while post-processing runs
+    and the mask while particles are measured (each write is atomic; PNG and TIFF encoding,
+    zlib and NumPy release the GIL). Leaving the ``with`` block waits for every write; the
+    first write error is raised after the others finished, so nothing is left half-written.
+    """
 
-    _import_stages()  # before the threads: two threads importing one package can collide
-    with ThreadPoolExecutor(3, thread_name_prefix="temtool-out") as pool:
-        jobs = [pool.submit(fn, *args) for fn, *args in writes]
-    for j in jobs:
-        j.result()
+    def __enter__(self) -> _Writes:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _import_stages()  # before the threads: two threads importing one package can collide
+        self._pool = ThreadPoolExecutor(3, thread_name_prefix="temtool-out")
+        self._jobs = []
+        return self
+
+    def submit(self, fn, *args) -> None:
+        self._jobs.append(self._pool.submit(fn, *args))
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._pool.shutdown(wait=True)
+        if exc_type is None:
+            for j in self._jobs:
+                j.result()
 
 
 def _failure(f: Path, e: BaseException) -> str:

@@ -145,6 +145,36 @@ def test_fast_mask_helpers_equal_scikit_image():
         assert np.array_equal(inner_boundaries(labels), find_boundaries(labels, mode="inner"))
 
 
+def test_region_properties_equal_scikit_image():
+    """The bounding-box moments give regionprops' numbers for every region kept, with gaps in
+    the label ids, one-pixel regions, lines (zero minor axis) and regions at the border."""
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+
+    from temtool.measure import region_properties
+
+    rng = np.random.default_rng(4)
+    for sigma in (1.5, 4):
+        labels = ndi.label(ndi.gaussian_filter(rng.random((90, 140)), sigma) > 0.5)[0]
+        labels[labels % 4 == 0] = 0  # gaps in the ids
+        labels[0, 0], labels[5, 10:20], labels[30:40, 139] = 900, 901, 902  # a pixel, lines
+        props = region_properties(labels)
+        regions = regionprops(labels)
+        assert list(props["label"]) == [r.label for r in regions]
+        for i, r in enumerate(regions):
+            assert props["area"][i] == r.area
+            assert tuple(props["bbox"][i]) == r.bbox
+            np.testing.assert_allclose(props["centroid"][i], r.centroid, rtol=1e-12)
+            for key, want in (
+                ("equivalent_diameter", r.equivalent_diameter_area),
+                ("axis_major_length", r.axis_major_length),
+                ("axis_minor_length", r.axis_minor_length),
+                ("eccentricity", r.eccentricity),
+            ):
+                assert props[key][i] == pytest.approx(want, rel=1e-9, abs=1e-9), key
+    assert region_properties(np.zeros((8, 8), np.int32))["label"].size == 0
+
+
 def test_split_skips_only_components_with_one_peak(monkeypatch):
     """A component whose distance map has one connected set of local maxima is kept whole
     without h-maxima; two touching discs and an hourglass still go through it and split."""
