@@ -26,7 +26,7 @@ from temtool.arch import Architecture
 from temtool.data.dataset import standardize
 from temtool.errors import ParameterError, TemtoolError
 from temtool.measure import PostProcessing, measure_particles, particle_columns
-from temtool.tiling import TileGeometry, dihedral, predict_tiled, predict_whole
+from temtool.tiling import DEFAULT_BORDER_PX, TileGeometry, dihedral, predict_tiled, predict_whole
 
 __all__ = [
     "Segmenter",
@@ -46,13 +46,13 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resampling to ``shape`` (anti-aliased when shrinking). float32. Shrinking by
     the same whole factor on both axes is binning (the mean of each k x k block, as a
     camera bins): exact area averaging, and ten times faster than filtering."""
-    from skimage.transform import resize
-
     h, w = image.shape[:2]
     k = h // shape[0] if shape[0] else 0
     if k > 1 and shape[0] * k == h and shape[1] * k == w:
         x = np.asarray(image, np.float32)
         return x.reshape(shape[0], k, shape[1], k, *x.shape[2:]).mean((1, 3), dtype=np.float32)
+    from skimage.transform import resize  # not imported for binning: 0.1 s of a cold start
+
     shrink = shape[0] < image.shape[0] or shape[1] < image.shape[1]
     return resize(image, shape, order=1, anti_aliasing=shrink, preserve_range=True).astype(np.float32)
 
@@ -89,6 +89,7 @@ class Segmenter:
     tta: bool = False
     margin_px: int | None = None
     max_tile_px: int = 2304  # a 2048x2048 micrograph in one tile (about 1 GB at depth 3, 8 filters)
+    border_px: int = DEFAULT_BORDER_PX  # reflected border around the image (temtool.tiling)
     diameter_range_px: tuple[float, float] | None = None  # particle sizes the model was trained on
     name: str = ""
     info: dict = field(default_factory=dict)
@@ -104,7 +105,7 @@ class Segmenter:
                 f"({self.reach_px} px): tiles would see less context than the model needs",
             )
         self.geometry = TileGeometry.for_model(
-            self.arch.pool_product, self.reach_px, self.margin_px, self.max_tile_px
+            self.arch.pool_product, self.reach_px, self.margin_px, self.max_tile_px, self.border_px
         )
 
     @classmethod
@@ -141,21 +142,30 @@ class Segmenter:
             return stage(tiles)
         from temtool.runtime import tta_members
 
+        if not self.tta:
+            return self._probability(tiles)
         ks = tta_members(self.tta)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)
         for k in ks:
-            x = np.ascontiguousarray(dihedral(tiles, k, axes=(-2, -1))[..., None], np.float32)
-            logits = np.asarray(self.model.predict_on_batch(x), np.float32)
-            d = np.clip(logits[..., 1] - logits[..., 0], -80, 80)
-            p = dihedral(1.0 / (1.0 + np.exp(-d)), k, axes=(-2, -1), inverse=True)
+            p = dihedral(self._probability(dihedral(tiles, k, axes=(-2, -1))), k, axes=(-2, -1), inverse=True)
             total += p
             square += p * p
         mean = total / len(ks)
-        if not self.tta:
-            return mean
         sd = np.sqrt(np.maximum(square / len(ks) - mean * mean, 0))
         return np.stack([mean, sd], axis=1)
+
+    def _probability(self, tiles: np.ndarray) -> np.ndarray:
+        """The network's particle probability of ``(N, h, w)`` tiles on the host runtime: the
+        sigmoid of the logit difference, computed in place (no temporary per step)."""
+        x = np.ascontiguousarray(tiles[..., None], np.float32)
+        logits = np.asarray(self.model.predict_on_batch(x), np.float32)
+        d = np.subtract(logits[..., 1], logits[..., 0])
+        np.clip(d, -80, 80, out=d)
+        np.negative(d, out=d)
+        np.exp(d, out=d)
+        d += 1
+        return np.reciprocal(d, out=d)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probability ``(H, W)`` float32 of a standardised image at the model's scale, tiled;
@@ -670,7 +680,7 @@ class _Writes:
     def __enter__(self) -> _Writes:
         from concurrent.futures import ThreadPoolExecutor
 
-        _import_stages()  # before the threads: two threads importing one package can collide
+        _import_writers()  # before the threads: two threads importing one package can collide
         self._pool = ThreadPoolExecutor(3, thread_name_prefix="temtool-out")
         self._jobs = []
         return self
@@ -695,20 +705,27 @@ def _failure(f: Path, e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _import_stages() -> None:
-    """Import what the read and write stages use, once, before they run in threads (two
-    threads importing the same package at once can see it half initialised); matplotlib
-    comes in its own thread (:func:`_import_plotting`)."""
+def _import_writers() -> None:
+    """Import what the writers use, once, before they run in threads (two threads importing
+    the same package at once can see it half initialised); matplotlib comes in its own thread
+    (:func:`_import_plotting`)."""
     _import_plotting()
+    import tifffile  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+    import temtool.data.io  # noqa: F401
+
+
+def _import_stages() -> None:
+    """:func:`_import_writers`, and what the read and finish stages use, for the pipeline of
+    :func:`segment_files` (whose stages run in threads)."""
+    _import_writers()
     import skimage.measure  # noqa: F401
     import skimage.morphology  # noqa: F401
     import skimage.segmentation  # noqa: F401
     import skimage.transform  # noqa: F401
-    import tifffile  # noqa: F401
-    from PIL import Image  # noqa: F401
 
     import temtool.baselines  # noqa: F401
-    import temtool.data.io  # noqa: F401
     import temtool.regime  # noqa: F401
 
 

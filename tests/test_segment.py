@@ -45,11 +45,13 @@ def _model(pools, filters=2):
 
 
 @pytest.mark.jax
-@pytest.mark.parametrize("tta", [False, True])
-def test_tiled_prediction_equals_whole_image_everywhere(tta):
+@pytest.mark.parametrize("tta,border_px", [(False, 16), (True, 16), (False, 0), (False, 10**6)])
+def test_tiled_prediction_equals_whole_image_everywhere(tta, border_px):
+    """For the default border, none, and a border of the whole margin (capped there)."""
     arch, model = _model("2,4")
-    seg = Segmenter(model, arch, exact_reach_px(arch), max_tile_px=128, tta=tta)
-    img = np.random.default_rng(0).standard_normal((232, 200)).astype(np.float32)
+    seg = Segmenter(model, arch, exact_reach_px(arch), max_tile_px=128, tta=tta, border_px=border_px)
+    assert seg.geometry.border == min(border_px, seg.geometry.margin_px)
+    img = np.random.default_rng(0).standard_normal((296, 264)).astype(np.float32)
     tiled = seg.predict(img)
     assert seg.info["tiles"] > 4  # really tiled
     whole = seg.predict_whole(img)
@@ -58,17 +60,20 @@ def test_tiled_prediction_equals_whole_image_everywhere(tta):
 
 
 def test_whole_image_reference_is_an_independent_computation():
-    """predict_whole is one model call on the reflect-padded image: check it against the model
-    called directly, so the tiling test compares with something that does not share its code."""
+    """predict_whole is one model call on the image reflect-padded by its border (16 px by
+    default, or any other): check it against the model called directly, so the tiling test
+    compares with something that does not share its code."""
     arch, model = _model("2,2")
-    seg = Segmenter(model, arch, exact_reach_px(arch))
     img = np.random.default_rng(1).standard_normal((64, 80)).astype(np.float32)
-    m = seg.geometry.margin_px
-    padded = np.pad(img, ((m, m), (m, m)), mode="reflect")  # 64+2m, 80+2m: multiples of 4
-    logits = np.asarray(model.predict_on_batch(padded[None, ..., None]), np.float32)[0]
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    direct = (e[..., 1] / e.sum(-1))[m : m + 64, m : m + 80]
-    assert np.abs(seg.predict_whole(img) - direct).max() < 1e-5
+    for border, m in ((None, 16), (4, 4), (0, 0)):
+        kw = {} if border is None else {"border_px": border}
+        seg = Segmenter(model, arch, exact_reach_px(arch), **kw)
+        assert seg.geometry.border == m
+        padded = np.pad(img, ((m, m), (m, m)), mode="reflect")  # 64+2m, 80+2m: multiples of 4
+        logits = np.asarray(model.predict_on_batch(padded[None, ..., None]), np.float32)[0]
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        direct = (e[..., 1] / e.sum(-1))[m : m + 64, m : m + 80]
+        assert np.abs(seg.predict_whole(img) - direct).max() < 1e-5
 
 
 def test_margin_smaller_than_the_one_sided_reach_would_break_tiling():
