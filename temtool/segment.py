@@ -140,10 +140,10 @@ class Segmenter:
         stage = self._device_stage()
         if stage is not None:
             return stage(tiles)
-        from temtool.runtime import tta_members
-
         if not self.tta:
             return self._probability(tiles)
+        from temtool.runtime import tta_members
+
         ks = tta_members(self.tta)
         total = np.zeros(tiles.shape, np.float32)
         square = np.zeros(tiles.shape, np.float32)
@@ -629,7 +629,6 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
     """Mask, measurement and every output of an inferred micrograph; its summary."""
     from temtool.data.io import write_png, write_tiff
 
-    _import_plotting()  # meanwhile, for the size histogram
     post = post or PostProcessing()
     image, px, prob, spread, seg = r["image"], r["px"], r["prob"], r["spread"], r["seg"]
     out = Path(out_dir)

@@ -66,15 +66,14 @@ class TileGeometry:
 
     ``margin_px`` (multiple of ``pool_product``) is the context each tile keeps at weight 0;
     ``blend_px`` the raised-cosine ramp; ``max_tile_px`` the preferred largest tile side (it
-    grows when the margin needs it); ``border_px`` the reflected border of the canvas (None:
-    the margin).
+    grows when the margin needs it); ``border_px`` the reflected border of the canvas.
     """
 
     pool_product: int
     margin_px: int
     blend_px: int
     max_tile_px: int = 1024
-    border_px: int | None = None
+    border_px: int = DEFAULT_BORDER_PX
 
     @classmethod
     def for_model(
@@ -94,23 +93,18 @@ class TileGeometry:
         return cls(P, m, b, int(max_tile_px), min(max(0, int(border_px)), m))
 
     @property
-    def border(self) -> int:
-        """The reflected border of the canvas, px."""
-        return self.margin_px if self.border_px is None else self.border_px
-
-    @property
     def overlap_px(self) -> int:
         return 2 * self.margin_px + self.blend_px
 
     def canvas(self, image: np.ndarray) -> np.ndarray:
         """The image reflect-padded by the border, and to multiples of the pool product."""
         h, w = image.shape
-        m, P = self.border, self.pool_product
+        m, P = self.border_px, self.pool_product
         H, W = _round_up(h + 2 * m, P), _round_up(w + 2 * m, P)
         return _reflect_pad(np.asarray(image, np.float32), (m, H - h - m), (m, W - w - m))
 
     def crop(self, canvas_values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        m = self.border
+        m = self.border_px
         return canvas_values[..., m : m + shape[0], m : m + shape[1]]
 
     def tile_px(self, length: int) -> int:
@@ -186,7 +180,7 @@ def _plan(image: np.ndarray, geometry: TileGeometry, batch_size: int):
         "tiles": len(coords),
         "tiles_per_batch": batch_size,
         "margin_px": geometry.margin_px,
-        "border_px": geometry.border,
+        "border_px": geometry.border_px,
         "overlap_px": ov,
     }
     return canvas, (ty, tx), batches, wy, wx, np.maximum(norm, 1e-12), info

@@ -50,7 +50,7 @@ def test_tiled_prediction_equals_whole_image_everywhere(tta, border_px):
     """For the default border, none, and a border of the whole margin (capped there)."""
     arch, model = _model("2,4")
     seg = Segmenter(model, arch, exact_reach_px(arch), max_tile_px=128, tta=tta, border_px=border_px)
-    assert seg.geometry.border == min(border_px, seg.geometry.margin_px)
+    assert seg.geometry.border_px == min(border_px, seg.geometry.margin_px)
     img = np.random.default_rng(0).standard_normal((296, 264)).astype(np.float32)
     tiled = seg.predict(img)
     assert seg.info["tiles"] > 4  # really tiled
@@ -68,7 +68,7 @@ def test_whole_image_reference_is_an_independent_computation():
     for border, m in ((None, 16), (4, 4), (0, 0)):
         kw = {} if border is None else {"border_px": border}
         seg = Segmenter(model, arch, exact_reach_px(arch), **kw)
-        assert seg.geometry.border == m
+        assert seg.geometry.border_px == m
         padded = np.pad(img, ((m, m), (m, m)), mode="reflect")  # 64+2m, 80+2m: multiples of 4
         logits = np.asarray(model.predict_on_batch(padded[None, ..., None]), np.float32)[0]
         e = np.exp(logits - logits.max(-1, keepdims=True))
