@@ -65,8 +65,9 @@ class TileGeometry:
     """How a model's input is cut into tiles.
 
     ``margin_px`` (multiple of ``pool_product``) is the context each tile keeps at weight 0;
-    ``blend_px`` the raised-cosine ramp; ``max_tile_px`` the preferred largest tile side (it
-    grows when the margin needs it); ``border_px`` the reflected border of the canvas.
+    ``blend_px`` the raised-cosine ramp; ``max_tile_px`` bounds the tiles: a tile holds at most
+    ``max_tile_px`` squared pixels, in any shape (more only where the margin needs it);
+    ``border_px`` the reflected border of the canvas.
     """
 
     pool_product: int
@@ -107,25 +108,43 @@ class TileGeometry:
         m = self.border_px
         return canvas_values[..., m : m + shape[0], m : m + shape[1]]
 
-    def tile_px(self, length: int) -> int:
-        """Tile side for a canvas side of ``length`` px (a multiple of the pool product): the
-        fewest pixels computed, with a stride of at least the overlap (so any margin costs a
-        bounded factor) and, where possible, at most ``max_tile_px``."""
+    def _side_options(self, length: int) -> list[tuple[int, int]]:
+        """``(tile side, tile count)`` pairs that cover a canvas side of ``length`` px (a
+        multiple of the pool product): the whole side, or n tiles sharing the overlap, each a
+        multiple of the pool product and at least twice the overlap long (a stride of at
+        least the overlap, so any margin costs a bounded factor)."""
         P, ov = self.pool_product, self.overlap_px
         lo = _round_up(ov + max(ov, P), P)
-        hi = max(self.max_tile_px, lo)
-        if length <= hi:
-            return length
-        best = None
+        options = {(length, 1)}
         for n in range(2, length // max(1, lo - ov) + 3):
             t = max(lo, _round_up((length + (n - 1) * ov) / n, P))
-            if t <= hi:
-                count = math.ceil((length - t) / (t - ov)) + 1
-                if best is None or count * t < best[0]:
-                    best = (count * t, t)
+            if t < length:
+                options.add((t, math.ceil((length - t) / (t - ov)) + 1))
             if t == lo:
                 break
-        return best[1] if best else lo
+        return sorted(options)
+
+    def tile_px(self, length: int) -> int:
+        """Side of square tiles for a canvas side of ``length`` px: the fewest pixels
+        computed with a side of at most ``max_tile_px`` where the margin allows."""
+        options = self._side_options(length)
+        fits = [(t * n, t) for t, n in options if t <= self.max_tile_px]
+        return min(fits)[1] if fits else options[0][0]
+
+    def tile_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Tile ``(height, width)`` for a canvas of that size: the fewest pixels computed
+        (then the fewest tiles) with at most ``max_tile_px`` squared pixels in a tile, in any
+        shape, or the smallest tile the margin allows. Under a budget of 1536x1536 px, a
+        2048x2048 micrograph (a 2080x2080 canvas) goes in two full-width strips of 1104 rows:
+        6% more pixels than one pass, in half its memory."""
+        budget = self.max_tile_px**2
+        best = None
+        for ty, ny in self._side_options(height):
+            for tx, nx in self._side_options(width):
+                key = (max(0, ty * tx - budget), ny * ty * nx * tx, ny * nx)
+                if best is None or key < best[0]:
+                    best = (key, (ty, tx))
+        return best[1]
 
     def weights(self, tile: int, first: bool, last: bool) -> np.ndarray:
         """1-D blending weight of a tile; ``first``/``last``: that edge is the canvas edge."""
@@ -164,7 +183,7 @@ def _plan(image: np.ndarray, geometry: TileGeometry, batch_size: int):
     blending weights, the summed weights (``norm``) and the tiling summary."""
     canvas = geometry.canvas(image)
     H, W = canvas.shape
-    ty, tx = geometry.tile_px(H), geometry.tile_px(W)
+    ty, tx = geometry.tile_shape(H, W)
     batch_size = max(1, min(batch_size, geometry.max_tile_px**2 // (ty * tx)))
     ov = geometry.overlap_px
     ys, xs = tile_origins(H, ty, ov), tile_origins(W, tx, ov)

@@ -108,6 +108,46 @@ def test_tile_count_stays_linear_for_any_margin():
         assert (n * t) ** 2 <= 9 * canvas**2  # pixels computed: a bounded multiple of the canvas
 
 
+def test_tile_shape_bounds_the_tile_pixels_and_prefers_strips_where_they_are_cheaper():
+    """Tiles hold at most max_tile_px squared pixels in any shape: a 2048x2048 micrograph under
+    the shipped model's geometry goes in two full-width strips (6% more pixels than one pass,
+    fewer than four square tiles), and no shape computes more pixels than square tiles do."""
+    g = TileGeometry.for_model(8, reach_px=51, max_tile_px=1536)
+    H = W = g.canvas(np.zeros((2048, 2048), np.float32)).shape[0]
+    assert (H, W) == (2080, 2080)
+    ty, tx = g.tile_shape(H, W)
+    assert (ty, tx) == (1104, 2080) and ty * tx <= 1536**2
+    assert len(tile_origins(H, ty, g.overlap_px)) == 2
+    assert 2 * ty * tx <= 1.07 * H * W
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        P = int(rng.choice([4, 8, 16]))
+        g = TileGeometry.for_model(
+            P, reach_px=int(rng.integers(4, 120)), max_tile_px=int(rng.integers(64, 1024))
+        )
+        H, W = (int(v) * P for v in rng.integers(4, 600, size=2))
+        ty, tx = g.tile_shape(H, W)
+        for t, n in ((ty, H), (tx, W)):
+            assert t % P == 0 and t <= n
+            assert t == n or t >= 2 * g.overlap_px  # a stride of at least the overlap
+        computed = len(tile_origins(H, ty, g.overlap_px)) * ty * len(tile_origins(W, tx, g.overlap_px)) * tx
+        sy, sx = g.tile_px(H), g.tile_px(W)
+        square = len(tile_origins(H, sy, g.overlap_px)) * sy * len(tile_origins(W, sx, g.overlap_px)) * sx
+        if sy * sx <= g.max_tile_px**2:  # square tiles fit the budget: the shape does no worse
+            assert ty * tx <= g.max_tile_px**2 and computed <= square
+
+
+@pytest.mark.jax
+def test_strip_tiles_equal_the_whole_image():
+    arch, model = _model("2,4")
+    seg = Segmenter(model, arch, exact_reach_px(arch), max_tile_px=160)
+    img = np.random.default_rng(2).standard_normal((300, 120)).astype(np.float32)
+    tiled = seg.predict(img)
+    ty, tx = seg.info["tile_px"]
+    assert seg.info["tiles"] > 1 and ty != tx  # really strips
+    assert np.abs(tiled - seg.predict_whole(img)).max() < 1e-4
+
+
 def test_particle_counts_and_diameters_on_simulated_truth():
     cfg = config_for("standard", pixel_size_nm=0.25)
     true_n, got_n, true_d, got_d = 0, 0, [], []
