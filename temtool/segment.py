@@ -673,11 +673,14 @@ def _finish(path: Path, r: dict, out_dir, post: PostProcessing | None, stem: str
 
 
 class _Writes:
-    """Outputs written side by side in threads, each submitted as ``(function, *args)`` as
-    soon as its data is ready, so the probability map is written while post-processing runs
-    and the mask while particles are measured (each write is atomic; PNG and TIFF encoding,
-    zlib and NumPy release the GIL). Leaving the ``with`` block waits for every write; the
-    first write error is raised after the others finished, so nothing is left half-written.
+    """Outputs written side by side in threads, each submitted as ``(function, path, *args)``
+    as soon as its data is ready, so the probability map is written while post-processing runs
+    and the mask while particles are measured (PNG and TIFF encoding, zlib and NumPy release the
+    GIL). Each output is written under a temporary name next to ``path``; leaving the ``with``
+    block waits for every write and, only if all of them and the block succeeded, renames them
+    into place. So a micrograph's outputs are one whole set: after a failure (a write error, an
+    error in measuring, Ctrl-C) the temporaries are removed and the outputs of an earlier run, if
+    any, are left as they were. The first write error is raised after the others finished.
     """
 
     def __enter__(self) -> _Writes:
@@ -685,17 +688,26 @@ class _Writes:
 
         _import_writers()  # before the threads: two threads importing one package can collide
         self._pool = ThreadPoolExecutor(3, thread_name_prefix="temtool-out")
-        self._jobs = []
+        self._jobs, self._staged = [], []
         return self
 
-    def submit(self, fn, *args) -> None:
-        self._jobs.append(self._pool.submit(fn, *args))
+    def submit(self, fn, path: Path, *args) -> None:
+        path = Path(path)
+        staged = path.with_name(f".{path.name}.part-{os.getpid()}{path.suffix}")  # suffix: the format
+        self._staged.append((staged, path))
+        self._jobs.append(self._pool.submit(fn, staged, *args))
 
     def __exit__(self, exc_type, *_) -> None:
         self._pool.shutdown(wait=True)
-        if exc_type is None:
-            for j in self._jobs:
-                j.result()
+        try:
+            if exc_type is None:
+                for j in self._jobs:
+                    j.result()
+                for staged, path in self._staged:
+                    os.replace(staged, path)
+        finally:
+            for staged, _ in self._staged:
+                staged.unlink(missing_ok=True)
 
 
 def _failure(f: Path, e: BaseException) -> str:

@@ -388,9 +388,10 @@ def test_device_blending_equals_host_blending():
 
 
 def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(tmp_path, monkeypatch):
-    """The writes of one micrograph run in threads: a failing one is raised after the others
-    finished (each whole, none left as a temporary); the overlay is a palette PNG whose
-    outline colour marks exactly the labels' inner boundaries."""
+    """The writes of one micrograph run in threads and land as one set: a failing write is
+    raised after the others finished, and then none of the new outputs is in place (no
+    temporary either), while the outputs of an earlier run stay as they were. The overlay is
+    a palette PNG whose outline colour marks exactly the labels' inner boundaries."""
     from PIL import Image
     from skimage.segmentation import find_boundaries
 
@@ -400,15 +401,35 @@ def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(t
     f = tmp_path / "m.tif"
     write_tiff(f, img, 0.5)
     seg = Segmenter.from_bundle(Path(segm.__file__).parent / "pretrained" / "standard")  # finds particles
+    post = segm.PostProcessing(threshold=0.5)
 
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(segm, "_histogram_png", broken)
-    with pytest.raises(OSError, match="disk full"):
-        segm.segment_file(f, tmp_path / "out", seg, post=segm.PostProcessing(threshold=0.5))
+    with monkeypatch.context() as m:
+        m.setattr(segm, "_histogram_png", broken)
+        with pytest.raises(OSError, match="disk full"):
+            segm.segment_file(f, tmp_path / "out", seg, post=post)
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half-done, no temporaries
+
+    segm.segment_file(f, tmp_path / "out", seg, post=post)
     made = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert made == ["m_labels.tif", "m_mask.png", "m_overlay.png", "m_particles.csv", "m_prob.tif"]
+    assert made == [
+        "m_labels.tif",
+        "m_mask.png",
+        "m_overlay.png",
+        "m_particles.csv",
+        "m_prob.tif",
+        "m_sizes.png",
+    ]
+    before = {n: (tmp_path / "out" / n).read_bytes() for n in made}
+    img2 = simulate_image(config_for("standard", pixel_size_nm=0.5), 128, 2).image  # other outputs
+    write_tiff(f, img2, 0.5)
+    with monkeypatch.context() as m:
+        m.setattr(segm, "_overlay_png", broken)
+        with pytest.raises(OSError, match="disk full"):
+            segm.segment_file(f, tmp_path / "out", seg, post=post)
+    assert {n.name: n.read_bytes() for n in (tmp_path / "out").iterdir()} == before  # the earlier set
     overlay = Image.open(tmp_path / "out" / "m_overlay.png")
     assert overlay.mode == "P"
     import tifffile
