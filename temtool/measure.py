@@ -64,13 +64,14 @@ def particle_columns(unit: str) -> tuple[str, ...]:
     )
 
 
-def _split_touching(mask: np.ndarray) -> np.ndarray:
+def _split_touching(mask: np.ndarray, workers: int = 2) -> np.ndarray:
     """Instance labels ``(H, W)`` int32: connected components, each split at necks by a
     watershed of its inverted distance transform from h-maxima markers (per component, on its
-    bounding box, so large sparse micrographs stay fast)."""
+    bounding box, so large sparse micrographs stay fast). The components that may need
+    splitting go through h-maxima and the watershed in ``workers`` threads (scikit-image's
+    reconstruction releases the GIL: 0.10 s -> 0.06 s for 48 components on 2 cores); labels
+    are numbered in component order whatever finishes first."""
     from skimage.measure import label
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     comp = label(mask)
     labels = np.zeros(mask.shape, np.int32)
@@ -85,23 +86,50 @@ def _split_touching(mask: np.ndarray) -> np.ndarray:
     owns = [np.pad(comp[sl] == i, pads(sl)) for i, sl in enumerate(boxes, start=1)]
     dists = [ndi.distance_transform_edt(own) for own in owns]
     h = max(1.0, 0.05 * float(np.median([d.max() for d in dists])))
-    n = 0
-    for sl, own, dist in zip(boxes, owns, dists):
+    crops, multi = [], []
+    for k, (sl, own, dist) in enumerate(zip(boxes, owns, dists)):
         (t, b), (lft, r) = pads(sl)
-        crop = (slice(t, own.shape[0] - b), slice(lft, own.shape[1] - r))
+        crops.append((slice(t, own.shape[0] - b), slice(lft, own.shape[1] - r)))
         # one connected set of local maxima: one regional maximum, so at most one h-maximum
         # and nothing to split (the same result, without the costly h_maxima)
         peaks = (dist == ndi.maximum_filter(dist, size=3)) & own
-        if ndi.label(peaks, structure=np.ones((3, 3), bool))[1] <= 1:
-            labels[sl][own[crop]] = n + 1
+        if ndi.label(peaks, structure=np.ones((3, 3), bool))[1] > 1:
+            multi.append(k)
+    split = dict(zip(multi, _map(lambda k: _watershed_split(dists[k], owns[k], h, crops[k]), multi, workers)))
+    n = 0
+    for k, (sl, own) in enumerate(zip(boxes, owns)):
+        sub = split.get(k)
+        if sub is None:
+            labels[sl][own[crops[k]]] = n + 1
             n += 1
             continue
-        markers = label(h_maxima(dist, h) & own)
-        sub = watershed(-dist, markers, mask=own)[crop] if markers.max() > 1 else own[crop].astype(np.int32)
         inside = sub > 0
         labels[sl][inside] = sub[inside] + n
         n += int(sub.max())
     return labels
+
+
+def _watershed_split(dist: np.ndarray, own: np.ndarray, h: float, crop) -> np.ndarray:
+    """One component's labels on its bounding box: a watershed of ``-dist`` from its
+    h-maxima, or the component whole if it has only one."""
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    markers = label(h_maxima(dist, h) & own)
+    if markers.max() > 1:
+        return watershed(-dist, markers, mask=own)[crop]
+    return own[crop].astype(np.int32)
+
+
+def _map(fn, items: list, workers: int) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` threads when there are several items."""
+    if workers < 2 or len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="temtool-split") as ex:
+        return list(ex.map(fn, items))
 
 
 def measure_particles(

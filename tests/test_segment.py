@@ -245,6 +245,26 @@ def test_split_skips_only_components_with_one_peak(monkeypatch):
     assert len(np.unique(labels[two])) == 2
 
 
+def test_split_in_threads_numbers_labels_as_in_one():
+    """Components split in worker threads get the labels the serial loop gives (component
+    order, whatever finishes first), and pairs of touching discs among whole ones do split."""
+    import temtool.measure as tm
+
+    yy, xx = np.mgrid[:240, :320]
+    m = np.zeros(yy.shape, bool)
+    rng = np.random.default_rng(7)
+    for k in range(12):
+        cy, cx = 30 + 60 * (k // 4), 40 + 80 * (k % 4)
+        r = int(rng.integers(10, 18))
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        if k % 2:  # a touching neighbour: a component to split
+            m |= (yy - cy) ** 2 + (xx - cx - int(1.6 * r)) ** 2 < r**2
+    serial = tm._split_touching(m, workers=1)
+    threaded = tm._split_touching(m, workers=2)
+    assert np.array_equal(serial, threaded)
+    assert serial.max() == 18  # 6 whole discs and 6 pairs split in two
+
+
 def test_fourier_baseline_finds_fringe_particles():
     cfg = config_for(  # crystalline particles with clear fringes (none weak, none twinned)
         "hrtem",
