@@ -123,6 +123,16 @@ def test_shipped_bundles_carry_a_checked_graph():
         assert np.abs(ref - got).max() < 1e-4, name
 
 
+def test_onnx_session_plans_no_memory_pattern():
+    """With ONNX Runtime's memory pattern, the second call of a shape allocated and faulted
+    in a second arena, as slow as the first call (benchmarks/RESULTS.md): the second strip of
+    a 2048x2048 micrograph would pay it. Guard the setting, and that calls stay correct."""
+    model = OnnxModel(ROOT / "temtool" / "pretrained" / "standard" / "model.onnx")
+    assert model.session.get_session_options().enable_mem_pattern is False
+    x = np.random.default_rng(0).standard_normal((1, 64, 96, 1)).astype(np.float32)
+    assert np.array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
+
+
 def test_segment_from_the_prompt_never_imports_keras(tmp_path):
     """With the shipped model, `temtool segment` runs on ONNX Runtime: Keras and its backend
     (seconds of start-up) are not imported at all; the mask equals the Keras runtime's."""
