@@ -124,13 +124,6 @@ class TileGeometry:
                 break
         return sorted(options)
 
-    def tile_px(self, length: int) -> int:
-        """Side of square tiles for a canvas side of ``length`` px: the fewest pixels
-        computed with a side of at most ``max_tile_px`` where the margin allows."""
-        options = self._side_options(length)
-        fits = [(t * n, t) for t, n in options if t <= self.max_tile_px]
-        return min(fits)[1] if fits else options[0][0]
-
     def tile_shape(self, height: int, width: int) -> tuple[int, int]:
         """Tile ``(height, width)`` for a canvas of that size: the fewest pixels computed
         (then the fewest tiles) with at most ``max_tile_px`` squared pixels in a tile, in any
@@ -138,9 +131,10 @@ class TileGeometry:
         2048x2048 micrograph (a 2080x2080 canvas) goes in two full-width strips of 1104 rows:
         6% more pixels than one pass, in half its memory."""
         budget = self.max_tile_px**2
+        across = self._side_options(width)
         best = None
         for ty, ny in self._side_options(height):
-            for tx, nx in self._side_options(width):
+            for tx, nx in across:
                 key = (max(0, ty * tx - budget), ny * ty * nx * tx, ny * nx)
                 if best is None or key < best[0]:
                     best = (key, (ty, tx))

@@ -29,7 +29,7 @@ def test_tile_origins_cover_everything():
 def test_tile_weights_sum_to_one_between_neighbours():
     g = TileGeometry.for_model(4, reach_px=10, max_tile_px=128)
     canvas = 4 * 200
-    t = g.tile_px(canvas)
+    t = g.tile_shape(canvas, canvas)[0]
     starts = tile_origins(canvas, t, g.overlap_px)
     total = np.zeros(canvas, np.float32)
     for s in starts:
@@ -102,10 +102,19 @@ def test_tile_count_stays_linear_for_any_margin():
     for reach in (8, 200, 600, 2000):
         g = TileGeometry.for_model(8, reach_px=reach, max_tile_px=256)
         canvas = g.canvas(np.zeros((4096, 4096), np.float32)).shape[0]
-        t = g.tile_px(canvas)
-        n = len(tile_origins(canvas, t, g.overlap_px))
-        assert t - g.overlap_px >= g.overlap_px or n == 1
-        assert (n * t) ** 2 <= 9 * canvas**2  # pixels computed: a bounded multiple of the canvas
+        computed = 1
+        for t in g.tile_shape(canvas, canvas):
+            n = len(tile_origins(canvas, t, g.overlap_px))
+            assert t - g.overlap_px >= g.overlap_px or n == 1
+            computed *= n * t
+        assert computed <= 9 * canvas**2  # pixels computed: a bounded multiple of the canvas
+
+
+def _square_side(g, length):
+    """The reference: the side of square tiles of at most max_tile_px (the fewest pixels)."""
+    options = g._side_options(length)
+    fits = [(t * n, t) for t, n in options if t <= g.max_tile_px]
+    return min(fits)[1] if fits else options[0][0]
 
 
 def test_tile_shape_bounds_the_tile_pixels_and_prefers_strips_where_they_are_cheaper():
@@ -131,7 +140,7 @@ def test_tile_shape_bounds_the_tile_pixels_and_prefers_strips_where_they_are_che
             assert t % P == 0 and t <= n
             assert t == n or t >= 2 * g.overlap_px  # a stride of at least the overlap
         computed = len(tile_origins(H, ty, g.overlap_px)) * ty * len(tile_origins(W, tx, g.overlap_px)) * tx
-        sy, sx = g.tile_px(H), g.tile_px(W)
+        sy, sx = _square_side(g, H), _square_side(g, W)
         square = len(tile_origins(H, sy, g.overlap_px)) * sy * len(tile_origins(W, sx, g.overlap_px)) * sx
         if sy * sx <= g.max_tile_px**2:  # square tiles fit the budget: the shape does no worse
             assert ty * tx <= g.max_tile_px**2 and computed <= square
