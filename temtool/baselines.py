@@ -24,8 +24,10 @@ def otsu_segment(image: np.ndarray, sigma_px: float = 2.0, dark_particles: bool 
     """
     from skimage.filters import threshold_otsu
 
+    from temtool.measure import gaussian_filter
+
     x = np.asarray(image, np.float32)
-    smooth = ndi.gaussian_filter(x, sigma_px) if sigma_px > 0 else x
+    smooth = gaussian_filter(x, sigma_px) if sigma_px > 0 else x
     thr = threshold_otsu(smooth)
     out = smooth < thr if dark_particles else smooth > thr
     return out.astype(np.uint8)

@@ -18,6 +18,7 @@ __all__ = [
     "inner_boundaries",
     "remove_small",
     "region_properties",
+    "gaussian_filter",
 ]
 
 
@@ -36,6 +37,44 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return edge & (lab != 0)
 
 
+def _row_stride(width: int, itemsize: int) -> int:
+    """A row length (elements) of at least ``width`` whose byte stride is not a multiple of
+    512: rows whose stride is a large power of two (a 2048 or 4096 px wide float32 image) map
+    to the same few CPU cache sets, and a pass down the columns then misses the cache at
+    every row (3x slower at 2048x2048)."""
+    if (width * itemsize) % 512:
+        return width
+    return width + max(1, 64 // itemsize)  # 64 bytes more: an odd number of cache lines
+
+
+def gaussian_filter(x: np.ndarray, sigma_px: float, workers: int = 2) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(x, sigma_px)`` of a 2-D image, the same values bit for
+    bit, faster: in ``workers`` bands of rows in threads (SciPy's filters release the GIL),
+    each with a halo of the kernel's radius so no band sees its cut, on a copy whose row
+    stride is not a multiple of 512 bytes (:func:`_row_stride`). Other shapes go to SciPy."""
+    x = np.asarray(x)
+    H, W = x.shape if x.ndim == 2 else (0, 0)
+    if x.ndim != 2 or x.dtype.kind != "f" or sigma_px <= 0 or H * W < 2**16:
+        return ndi.gaussian_filter(x, sigma_px)
+    halo = int(4.0 * float(sigma_px) + 0.5)  # SciPy's kernel radius (truncate=4)
+    n = max(1, min(int(workers), H // max(1, 4 * halo)))
+    cuts = [round(i * H / n) for i in range(n + 1)]
+    Wp = _row_stride(W, x.dtype.itemsize)
+    out = np.empty_like(x)
+
+    def band(i: int) -> None:
+        a, b = cuts[i], cuts[i + 1]
+        lo, hi = max(0, a - halo), min(H, b + halo)
+        src = np.empty((hi - lo, Wp), x.dtype)[:, :W]
+        src[...] = x[lo:hi]
+        dst = np.empty((hi - lo, Wp), x.dtype)[:, :W]
+        ndi.gaussian_filter(src, sigma_px, output=dst)
+        out[a:b] = dst[a - lo : b - lo]
+
+    _map(band, list(range(n)), n)
+    return out
+
+
 def remove_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     """``mask`` without its 4-connected objects of at most ``max_size`` px (as
     ``skimage.morphology.remove_small_objects``; ``~remove_small(~m, k)`` fills holes as
@@ -45,6 +84,8 @@ def remove_small(mask: np.ndarray, max_size: int) -> np.ndarray:
         return m.copy()
     lab, _ = ndi.label(m)
     keep = np.bincount(lab.ravel()) > max_size
+    if keep[1:].all():  # nothing to remove: no pass over the labels
+        return m.copy()
     keep[0] = False
     return keep[lab]
 
@@ -293,7 +334,7 @@ class PostProcessing:
 
     def apply(self, prob: np.ndarray, pixel_size_nm: float | None = None) -> tuple[np.ndarray, dict]:
         """The mask ``(H, W)`` uint8 and what was done (settings and the areas used)."""
-        p = ndi.gaussian_filter(prob, self.smooth_px) if self.smooth_px > 0 else prob
+        p = gaussian_filter(prob, self.smooth_px) if self.smooth_px > 0 else prob
         mask = p > self.threshold
         typical = typical_area_px(mask)
         if self.min_area is not None:
