@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -385,51 +384,10 @@ def _overlay_png(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
     atomic_write(path, lambda p: im.save(p, format="PNG", compress_level=0))
 
 
-_PLOT_IMPORT: list = []  # the one thread importing matplotlib (see _import_plotting)
-_PLOT_IMPORT_LOCK = threading.Lock()
-
-
-def _import_plotting(wait: bool = False) -> None:
-    """Import matplotlib's figure and Agg canvas in one background thread, started once, so
-    that the half second it takes from a cold start overlaps with post-processing and the
-    other writes instead of adding to them; ``wait``: until it is done (the import error, if
-    any, is then raised by the caller's own import)."""
-    with _PLOT_IMPORT_LOCK:
-        if not _PLOT_IMPORT:
-            _PLOT_IMPORT.append(threading.Thread(target=_plot_imports, name="temtool-import"))
-            _PLOT_IMPORT[0].start()
-    if wait:
-        _PLOT_IMPORT[0].join()
-
-
-def _plot_imports() -> None:
-    try:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-    except Exception:  # noqa: BLE001 - the import in _histogram_png raises it again
-        pass
-
-
 def _histogram_png(path: Path, diameters: list[float], unit: str) -> None:
-    _import_plotting(wait=True)  # never import it in two threads at once
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # not pyplot: half a second less to import
+    from temtool.histogram import histogram_png
 
-    from temtool.data.io import atomic_write
-
-    fig = Figure(figsize=(4, 3))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if diameters:  # one filled outline, not a patch per bar: a third of the drawing time
-        counts, edges = np.histogram(diameters, bins=min(30, max(5, len(diameters) // 2)))
-        ax.stairs(counts, edges, fill=True, color="tab:orange")
-        ax.set_ylim(0, max(1, counts.max()) * 1.05)
-        ax.yaxis.get_major_locator().set_params(integer=True)  # counts
-    ax.set_xlabel(f"equivalent diameter ({unit})")
-    ax.set_ylabel("particles")
-    ax.set_title(f"n = {len(diameters)}")
-    fig.subplots_adjust(left=0.17, right=0.95, bottom=0.17, top=0.9)  # tight_layout's, fixed: 50 ms less
-    atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
+    histogram_png(path, diameters, f"equivalent diameter ({unit})", "particles", f"n = {len(diameters)}")
 
 
 def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -607,7 +565,6 @@ def _infer(
     else:
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
         why = getattr(segmenter, "reason", None)
-        _import_plotting()  # for the size histogram: its import overlaps the network's run
         prob, spread, seg_notes, _ = seg.probability(image, px)
         notes += seg_notes
     if drawn is not None:
@@ -722,13 +679,12 @@ def _failure(f: Path, e: BaseException) -> str:
 
 def _import_writers() -> None:
     """Import what the writers use, once, before they run in threads (two threads importing
-    the same package at once can see it half initialised); matplotlib comes in its own thread
-    (:func:`_import_plotting`)."""
-    _import_plotting()
+    the same package at once can see it half initialised)."""
     import tifffile  # noqa: F401
-    from PIL import Image  # noqa: F401
+    from PIL import Image, ImageDraw, ImageFont  # noqa: F401
 
     import temtool.data.io  # noqa: F401
+    import temtool.histogram  # noqa: F401
 
 
 def _import_stages() -> None:
