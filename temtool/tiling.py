@@ -184,9 +184,12 @@ def _plan(image: np.ndarray, geometry: TileGeometry, batch_size: int):
     wy = {y: geometry.weights(ty, y == 0, y + ty == H) for y in ys}
     wx = {x: geometry.weights(tx, x == 0, x + tx == W) for x in xs}
     coords = [(y, x) for y in ys for x in xs]
-    norm = np.zeros((H, W), np.float32)
-    for y, x in coords:
-        norm[y : y + ty, x : x + tx] += np.outer(wy[y], wx[x])
+    # the summed weights, separable as the weights are: norm = outer(ny, nx)
+    ny, nx = np.zeros(H, np.float32), np.zeros(W, np.float32)
+    for y in ys:
+        ny[y : y + ty] += wy[y]
+    for x in xs:
+        nx[x : x + tx] += wx[x]
     batches = [coords[i : i + batch_size] for i in range(0, len(coords), batch_size)]
     info = {
         "tile_px": [ty, tx],
@@ -196,7 +199,45 @@ def _plan(image: np.ndarray, geometry: TileGeometry, batch_size: int):
         "border_px": geometry.border_px,
         "overlap_px": ov,
     }
-    return canvas, (ty, tx), batches, wy, wx, np.maximum(norm, 1e-12), info
+    return canvas, (ty, tx), batches, wy, wx, (np.maximum(ny, 1e-12), np.maximum(nx, 1e-12)), info
+
+
+def _ones_span(w: np.ndarray) -> tuple[int, int]:
+    """``[a, b)``: the run of weight 1 between a tile's weighted ends (empty if none)."""
+    ones = np.flatnonzero(w == 1)
+    if ones.size and np.all(w[ones[0] : ones[-1] + 1] == 1):
+        return int(ones[0]), int(ones[-1]) + 1
+    return 0, 0
+
+
+def _blend_into(acc: np.ndarray, p: np.ndarray, y: int, x: int, wy: np.ndarray, wx: np.ndarray) -> None:
+    """``acc[..., y:, x:] += p * outer(wy, wx)``, multiplying only the rows (and columns)
+    whose weight is not 1: a tile's margins and ramps; a full-width strip has none across."""
+    ty, tx = wy.size, wx.size
+    sub = acc[..., y : y + ty, x : x + tx]
+    a, b = _ones_span(wy)
+    across = None if np.all(wx == 1) else wx
+    for lo, hi, w in ((0, a, wy[:a, None]), (a, b, None), (b, ty, wy[b:, None])):
+        if hi <= lo:
+            continue
+        q = p[..., lo:hi, :]
+        if w is not None:
+            q = q * w
+        if across is not None:
+            q = q * across
+        sub[..., lo:hi, :] += q
+
+
+def _normalise(acc: np.ndarray, norm: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``acc / outer(ny, nx)`` in place, dividing only the rows and columns whose summed
+    weight is not 1 (where tiles overlap)."""
+    ny, nx = norm
+    rows, cols = np.flatnonzero(ny != 1), np.flatnonzero(nx != 1)
+    if rows.size:
+        acc[..., rows, :] /= ny[rows, None]
+    if cols.size:
+        acc[..., :, cols] /= nx[cols]
+    return acc
 
 
 def predict_tiled(
@@ -215,8 +256,8 @@ def predict_tiled(
         if acc is None:
             acc = np.zeros((*probs.shape[1:-2], *canvas.shape), np.float32)
         for (y, x), p in zip(chunk, probs):
-            acc[..., y : y + ty, x : x + tx] += p * np.outer(wy[y], wx[x])
-    return geometry.crop(acc / norm, image.shape), info
+            _blend_into(acc, p, y, x, wy[y], wx[x])
+    return geometry.crop(_normalise(acc, norm), image.shape), info
 
 
 def predict_tiled_on_device(
@@ -241,7 +282,7 @@ def predict_tiled_on_device(
             start = (*lead, y, x)
             here = ops.slice(acc, start, tuple(probs.shape[1:]))
             acc = ops.slice_update(acc, start, here + probs[j] * w2)
-    out = ops.convert_to_numpy(acc / ops.convert_to_tensor(norm))
+    out = ops.convert_to_numpy(acc / ops.convert_to_tensor(np.outer(*norm)))
     return geometry.crop(np.asarray(out, np.float32), image.shape), info
 
 
