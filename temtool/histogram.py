@@ -54,9 +54,22 @@ def tick_labels(ticks) -> list[str]:
 
 
 def _fonts():
+    """Pillow's own scalable font (FreeType; a Pillow built without it gives its small bitmap
+    font, which :func:`_text` places as well)."""
     from PIL import ImageFont
 
     return ImageFont.load_default(size=13), ImageFont.load_default(size=15)
+
+
+def _text(draw, xy: tuple[float, float], text: str, font, anchor: str, fill=INK) -> None:
+    """``draw.text`` at ``xy`` by the ink's box: ``anchor`` "mt" (centred, top at y), "md"
+    (centred, bottom at y), "rm" (right end at x, centred on y) or "lt" (left, top); computed
+    here, since bitmap fonts take no ``anchor``."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x, y = xy
+    dx = {"m": -(left + right) / 2, "r": -right, "l": -left}[anchor[0]]
+    dy = {"t": -top, "d": -bottom, "m": -(top + bottom) / 2}[anchor[1]]
+    draw.text((round(x + dx), round(y + dy)), text, fill=fill, font=font)
 
 
 def histogram_png(
@@ -104,19 +117,19 @@ def histogram_png(
     for v, text in zip(xt, tick_labels(xt)):
         x = int(round(float(px_x(v))))
         draw.line([x, y0, x, y0 + 4], fill=INK)
-        draw.text((x, y0 + 6), text, fill=INK, font=small, anchor="mt")
+        _text(draw, (x, y0 + 6), text, small, "mt")
     yt = nice_ticks(0.0, top, 5, integer=True)
     for v, text in zip(yt, tick_labels(yt)):
         y = int(round(float(px_y(v))))
         draw.line([x0 - 4, y, x0, y], fill=INK)
-        draw.text((x0 - 6, y), text, fill=INK, font=small, anchor="rm")
-    draw.text(((x0 + x1) // 2, H - 6), xlabel, fill=INK, font=large, anchor="md")
+        _text(draw, (x0 - 6, y), text, small, "rm")
+    _text(draw, ((x0 + x1) / 2, H - 6), xlabel, large, "md")
     if title:
-        draw.text(((x0 + x1) // 2, y1 - 8), title, fill=INK, font=large, anchor="md")
+        _text(draw, ((x0 + x1) / 2, y1 - 8), title, large, "md")
     # the y label, turned a quarter left: drawn on its own strip and rotated
-    box = draw.textbbox((0, 0), ylabel, font=large, anchor="lt")
-    strip = Image.new("L", (box[2] + 2, box[3] + 2), 0)
-    ImageDraw.Draw(strip).text((1, 1), ylabel, fill=255, font=large, anchor="lt")
+    box = draw.textbbox((0, 0), ylabel, font=large)
+    strip = Image.new("L", (box[2] - box[0] + 2, box[3] - box[1] + 2), 0)
+    _text(ImageDraw.Draw(strip), (1, 1), ylabel, large, "lt", fill=255)
     strip = strip.rotate(90, expand=True)
     im.paste(Image.new("RGB", strip.size, INK), (6, (y0 + y1 - strip.size[1]) // 2), strip)
     atomic_write(path, lambda p: im.save(p, format="PNG"))

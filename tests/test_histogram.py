@@ -83,3 +83,21 @@ def test_segment_command_does_not_import_matplotlib(tmp_path):
     imported = [line for line in r.stderr.splitlines() if line.startswith("import time:")]
     assert len(imported) > 100  # the import log is there
     assert not [line for line in imported if "matplotlib" in line]
+
+
+def test_bitmap_font_fallback_draws_the_same_chart(tmp_path, monkeypatch):
+    """A Pillow built without FreeType gives a bitmap font (no ``anchor``): text is placed
+    by its box, and the bars are the same."""
+    from PIL import ImageFont
+
+    import temtool.histogram as hist
+
+    values = np.random.default_rng(1).normal(5, 1, 60)
+    histogram_png(tmp_path / "a.png", values, "d (nm)", title="n = 60")
+    bitmap = ImageFont.load_default_imagefont()
+    monkeypatch.setattr(hist, "_fonts", lambda: (bitmap, bitmap))
+    histogram_png(tmp_path / "b.png", values, "d (nm)", title="n = 60")
+    assert np.array_equal(_bars(tmp_path / "a.png"), _bars(tmp_path / "b.png"))
+    im = np.asarray(Image.open(tmp_path / "b.png").convert("L"))
+    assert (im[: MARGINS_PX[1], :] < 128).any()  # the title, above the plot
+    assert (im[:, : MARGINS_PX[0] // 3] < 128).any()  # the turned y label, at the left
