@@ -668,7 +668,7 @@ class _Writes:
         path = Path(path)
         staged = path.with_name(f".{path.name}.part-{os.getpid()}{path.suffix}")  # suffix: the format
         self._staged.append((staged, path))
-        self._jobs.append(self._pool.submit(fn, staged, *args))
+        self._jobs.append(self._pool.submit(_write_staged, fn, staged, *args))
 
     def __exit__(self, exc_type, *_) -> None:
         self._pool.shutdown(wait=True)
@@ -681,6 +681,15 @@ class _Writes:
         finally:
             for staged, _ in self._staged:
                 staged.unlink(missing_ok=True)
+
+
+def _write_staged(fn, path: Path, *args) -> None:
+    """``fn(path, *args)`` writing straight to ``path``, a temporary name :class:`_Writes`
+    renames (:func:`temtool.data.io.staged_writes`)."""
+    from temtool.data.io import staged_writes
+
+    with staged_writes():
+        fn(path, *args)
 
 
 def _failure(f: Path, e: BaseException) -> str:

@@ -488,3 +488,45 @@ def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(t
     outline = np.all(rgb == segm.OUTLINE_RGB, axis=-1)
     assert labels.max() > 0 and outline.any()
     assert np.array_equal(outline, find_boundaries(labels, mode="inner"))
+
+
+def test_each_output_is_renamed_into_place_once(tmp_path, monkeypatch):
+    """The writers write straight to the temporary names the set of outputs is staged under
+    (no second temporary inside), and each output is renamed once, from its staged name."""
+    import os
+
+    import temtool.segment as segm
+
+    img = simulate_image(config_for("standard", pixel_size_nm=0.5), 96, 1).image
+    write_tiff(tmp_path / "m.tif", img, 0.5)
+    seg = Segmenter.from_bundle(Path(segm.__file__).parent / "pretrained" / "standard")
+    renames, real = [], os.replace
+
+    def replace(src, dst):
+        renames.append((Path(src).name, Path(dst).name))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    segm.segment_file(tmp_path / "m.tif", tmp_path / "out", seg)
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(made) == 6 and sorted(dst for _, dst in renames) == made
+    assert all(src.startswith(f".{dst}.part-") for src, dst in renames)
+
+
+def test_atomic_write_is_direct_only_inside_staged_writes_and_in_that_thread(tmp_path):
+    import threading
+
+    from temtool.data.io import atomic_write, staged_writes
+
+    seen = []
+    with staged_writes():
+        atomic_write(tmp_path / "a.txt", lambda p: seen.append(p.name) or p.write_text("a"))
+        t = threading.Thread(
+            target=atomic_write, args=(tmp_path / "b.txt", lambda p: seen.append(p.name) or p.write_text("b"))
+        )
+        t.start()
+        t.join()
+    atomic_write(tmp_path / "c.txt", lambda p: seen.append(p.name) or p.write_text("c"))
+    assert seen[0] == "a.txt"  # straight to the path
+    assert seen[1].startswith(".b.txt.tmp-") and seen[2].startswith(".c.txt.tmp-")  # a temporary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]

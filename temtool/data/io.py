@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,9 +401,29 @@ def _umask() -> int:
     return mask
 
 
+_STAGED = threading.local()  # set while a writer writes a file already under a temporary name
+
+
+@contextlib.contextmanager
+def staged_writes():
+    """Within this block (in this thread), :func:`atomic_write` writes straight to its path:
+    for callers that write to a temporary name themselves and rename it into place once a
+    whole set of files succeeded (``temtool.segment._Writes``), so no file is renamed twice."""
+    before = getattr(_STAGED, "on", False)
+    _STAGED.on = True
+    try:
+        yield
+    finally:
+        _STAGED.on = before
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see half a file
+    (inside :func:`staged_writes`, ``write(path)``: the caller renames)."""
     path = Path(path)
+    if getattr(_STAGED, "on", False):
+        write(path)
+        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
