@@ -1,7 +1,8 @@
 """Burned-in annotations on real micrographs: the held-out real micrographs of
 examples/data/real-tem with a label box, a scale bar or a data strip drawn in (as exported
-micrographs often carry), segmented by `temtool segment` defaults (annotations ignored) and
-with `--keep-annotations` (the previous behaviour). Dice against the hand-drawn mask and the
+micrographs often carry), or text written straight onto them (which the check does not
+find), segmented by `temtool segment` defaults (annotations ignored) and with
+`--keep-annotations` (the previous behaviour). Dice against the hand-drawn mask and the
 particle count; the truth keeps the particles the drawing hides, so a perfect result is below
 1 there.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from real_data import HELD_OUT, count, pairs  # noqa: E402
 
 from temtool.data.io import read_mask  # noqa: E402
@@ -40,7 +41,29 @@ def draw(x: np.ndarray, kind: str) -> np.ndarray:
         x[H - 48 :, :] = 0
         for k in range(8):
             x[H - 36 : H - 14, 20 + 40 * k : 40 + 40 * k] = 255
+    elif kind in TEXT_KINDS:  # real glyphs (anti-aliased), with no box: what the check misses
+        im = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(im)
+        if kind == "thin bar + white text":  # a 1 px bar with end ticks, its length above it
+            y = H - 24
+            for line in (
+                [(W - 130, y), (W - 30, y)],
+                [(W - 130, y - 4), (W - 130, y + 4)],
+                [(W - 30, y - 4), (W - 30, y + 4)],
+            ):
+                d.line(line, fill=255, width=1)
+            d.text((W - 80, y - 8), "50 nm", fill=255, font=ImageFont.load_default(size=18), anchor="md")
+        elif kind == "white text":
+            d.text((W - 20, H - 15), "50 nm", fill=255, font=ImageFont.load_default(size=22), anchor="rd")
+        else:  # black text: acquisition data written straight onto the micrograph
+            d.text(
+                (W - 20, H - 15), "200 kV  x50k", fill=0, font=ImageFont.load_default(size=20), anchor="rd"
+            )
+        x = np.asarray(im).astype(x.dtype)
     return x
+
+
+TEXT_KINDS = ("thin bar + white text", "white text", "black text")
 
 
 def main() -> None:
@@ -51,7 +74,7 @@ def main() -> None:
         tmp = Path(d)
         for name, (img, truth) in pairs(HELD_OUT).items():
             n_true = count(truth)
-            for kind in ("none", "label box", "scale bar", "data strip"):
+            for kind in ("none", "label box", "scale bar", "data strip", *TEXT_KINDS):
                 f = tmp / f"{name}.png"
                 Image.fromarray(np.clip(draw(img, kind), 0, 255).astype(np.uint8)).save(f)
                 for ignore in (True, False):
