@@ -177,6 +177,18 @@ def test_deterministic_by_seed_and_independent_of_workers():
     assert not np.array_equal(a[0], c[0])
 
 
+def test_worker_processes_are_not_forks_of_this_process():
+    """Workers come from a fork server (or are spawned), never from forking this process,
+    whose other threads may hold locks the child would then wait on for ever."""
+    import multiprocessing as mp
+
+    from temtool.data.simulate import _process_context
+
+    assert _process_context().get_start_method() in ("forkserver", "spawn")
+    if "forkserver" in mp.get_all_start_methods():
+        assert _process_context().get_start_method() == "forkserver"
+
+
 def test_regimes_differ_for_a_classical_baseline():
     std = config_for("standard", pixel_size_nm=0.5, particles_per_256px2=(4.0, 12.0))
     hr = config_for(

@@ -771,6 +771,21 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _process_context():
+    """Where worker processes come from: a fork server where there is one (Linux, macOS), a
+    clean process that imported the simulator once and forks the workers, else spawned
+    interpreters. Never a fork of this process: it may run other threads (TensorFlow's,
+    ONNX Runtime's, a writer pool's), and a child forked while one of them held a lock waits
+    on it for ever (seen in CI: a worker stuck in ``threading._after_fork``)."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["temtool.data.simulate", "temtool.data.randomise"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def ordered_map(fn, jobs: list, workers: int = 1, chunksize: int = 1):
     """Yield ``fn(job)`` for each job, in order, using ``workers`` processes. On Ctrl-C (or
     any error, or when the consumer stops early) the worker processes are terminated at once;
@@ -779,10 +794,7 @@ def ordered_map(fn, jobs: list, workers: int = 1, chunksize: int = 1):
         for job in jobs:
             yield fn(job)
         return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ctx.Pool(workers, initializer=_ignore_sigint)
+    pool = _process_context().Pool(workers, initializer=_ignore_sigint)
     try:
         yield from pool.imap(fn, jobs, chunksize=chunksize)
         pool.close()
