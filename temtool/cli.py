@@ -481,6 +481,7 @@ def segment(
             polarity=polarity,
         )
     _render(res, lambda r: segment_summary(r, method, str(out)), as_json)
+    _state["written"] = True  # every output is written, closed and in place: see run()
     if res["failed"]:
         err_console.print(f"[red]{len(res['failed'])} of {res['n_inputs']} inputs failed:[/]")
         for f in res["failed"]:
@@ -519,9 +520,11 @@ def _click_error(e: Exception) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``temtool`` console script: one line and exit code 2 for bad input
-    (a traceback only with ``--debug``), exit code 130 on Ctrl-C."""
+    """The command line (``argv``: its arguments, default ``sys.argv[1:]``), for in-process
+    callers; the console script is :func:`run`. One line and exit code 2 for bad input (a
+    traceback only with ``--debug``), exit code 130 on Ctrl-C."""
     args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
+    _state["written"] = False
     try:
         code = app(args=args, prog_name="temtool", standalone_mode=False)
     except TemtoolError as e:
@@ -548,5 +551,25 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def run() -> None:
+    """The ``temtool`` console script (and ``python -m temtool.cli``): :func:`main`; after
+    `temtool segment` has written, closed and renamed every output, stdout and stderr are
+    flushed and the process ends without the interpreter's shutdown (tearing down NumPy,
+    SciPy, scikit-image and the network runtime took 0.12-0.2 s on our 2-core machines,
+    a twentieth of a 2048x2048 micrograph's time from the prompt). Other commands, errors
+    and Ctrl-C exit as usual. In-process callers use :func:`main`."""
+    try:
+        main()
+    except SystemExit as e:
+        if _state.get("written") and (e.code is None or isinstance(e.code, int)):
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                    pass
+            os._exit(e.code or 0)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -530,3 +530,33 @@ def test_atomic_write_is_direct_only_inside_staged_writes_and_in_that_thread(tmp
     assert seen[0] == "a.txt"  # straight to the path
     assert seen[1].startswith(".b.txt.tmp-") and seen[2].startswith(".c.txt.tmp-")  # a temporary
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_console_script_exit_keeps_every_output_and_message(tmp_path):
+    """`temtool segment` from the command line ends without the interpreter's shutdown once
+    everything is written: the JSON on stdout is whole, every output is in place, and a
+    partial failure still gives its message on stderr and exit code 2."""
+    import subprocess
+    import sys
+
+    x = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    write_tiff(tmp_path / "a.tif", x, 0.5)
+    cmd = [
+        sys.executable,
+        "-m",
+        "temtool.cli",
+        "segment",
+        str(tmp_path / "a.tif"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    r = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout)
+    assert [Path(f["file"]).name for f in result["results"]] == ["a.tif"]
+    suffixes = ("_labels.tif", "_mask.png", "_overlay.png", "_particles.csv", "_prob.tif", "_sizes.png")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted("a" + s for s in suffixes)
+    r = subprocess.run(cmd + [str(tmp_path / "missing.tif")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "1 of 2 inputs failed" in r.stderr and "missing.tif" in r.stderr
+    assert "a.tif" in r.stdout  # the table of the file that worked
