@@ -138,11 +138,17 @@ def test_segment_from_the_prompt_never_imports_keras(tmp_path):
     (seconds of start-up) are not imported at all; the mask equals the Keras runtime's."""
     sim = simulate_image(config_for("standard", pixel_size_nm=0.5), 160, 5)
     write_tiff(tmp_path / "a.tif", sim.image, 0.5)
+    # the console script's own path (temtool.cli:run as __main__), which ends with os._exit
+    # once every output is written: report there what was imported
     probe = (
-        "import sys, runpy; sys.argv = ['temtool'] + sys.argv[1:]\n"
-        "try:\n    runpy.run_module('temtool.cli', run_name='__main__')\n"
-        "except SystemExit as e:\n    code = e.code\n"
-        "print('KERAS_IMPORTED' if 'keras' in sys.modules else 'NO_KERAS', code)\n"
+        "import os, sys, runpy\n"
+        "real_exit = os._exit\n"
+        "def report(code):\n"
+        "    print('KERAS_IMPORTED' if 'keras' in sys.modules else 'NO_KERAS', code, flush=True)\n"
+        "    real_exit(code)\n"
+        "os._exit = report\n"
+        "sys.argv = ['temtool'] + sys.argv[1:]\n"
+        "runpy.run_module('temtool.cli', run_name='__main__')\n"
     )
     env = dict(os.environ, TEMTOOL_CACHE=str(tmp_path / "cache"))  # no last-trained model
     outs = {}
@@ -150,8 +156,8 @@ def test_segment_from_the_prompt_never_imports_keras(tmp_path):
         cmd = [sys.executable, "-c", probe, "segment", str(tmp_path / "a.tif")]
         cmd += ["--out", str(tmp_path / runtime)]
         r = subprocess.run([*cmd, "--runtime", runtime, "--json"], capture_output=True, text=True, env=env)
-        last = r.stdout.strip().splitlines()[-1]
-        outs[runtime] = last
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[runtime] = r.stdout.strip().splitlines()[-1]
         summary = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
         assert summary["results"][0]["runtime"] == ("onnx" if runtime == "auto" else "keras"), r.stderr
     assert outs == {"auto": "NO_KERAS 0", "keras": "KERAS_IMPORTED 0"}
