@@ -1,7 +1,11 @@
-"""Describe the machine a benchmark ran on (printed with every result)."""
+"""What every benchmark shares: the machine it ran on (printed with every result), the best
+of repeated timings, and the record of a run (printed, and written as JSON on request)."""
 
+import json
 import os
 import platform
+import time
+from pathlib import Path
 
 
 def machine() -> dict:
@@ -20,3 +24,22 @@ def machine() -> dict:
     except OSError:
         pass
     return info
+
+
+def best(fn, repeat: int) -> float:
+    """The shortest wall time of ``repeat`` calls of ``fn`` (a shared machine's noise only
+    ever adds)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def report(json_path: str | None, **results) -> None:
+    """Print the machine; with ``json_path``, also write ``results`` and the machine there."""
+    info = machine()
+    print(info)
+    if json_path:
+        Path(json_path).write_text(json.dumps({**results, "machine": info}, indent=2))

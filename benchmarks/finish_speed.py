@@ -10,29 +10,18 @@ Times are the best of ``--repeat`` runs, except the fresh-process imports (best 
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _machine import machine  # noqa: E402
+from _machine import best, report  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
 from temtool.measure import PostProcessing, gaussian_filter, measure_particles  # noqa: E402
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def fresh(code: str, repeat: int = 3) -> float:
@@ -104,10 +93,7 @@ def main() -> None:
         f"\nsize histogram from a fresh process (imports and drawing, less an empty interpreter): "
         f"Pillow {hist['pillow_fresh_s']:.2f} s, Matplotlib {hist['matplotlib_fresh_s']:.2f} s"
     )
-    info = machine()
-    print(info)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "histogram": hist, "machine": info}, indent=2))
+    report(args.json, rows=rows, histogram=hist)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Runs on whatever Keras backend and device it finds (on the GPU machine: Keras on
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _machine import machine  # noqa: E402
+from _machine import report  # noqa: E402
 
 from temtool._quiet import start_backend  # noqa: E402
 
@@ -63,10 +62,7 @@ def main() -> None:
             r = rate(seg, tiles, args.batches)
             rows.append({"path": path, "tta": tta, "tiles_per_s": r})
             print(f"| {path:5s} | TTA {'8' if tta else '1'} | {r:9.1f} tiles/s |", flush=True)
-    info = machine()
-    print(info)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "gpu": gpu, "machine": info}, indent=2))
+    report(args.json, rows=rows, gpu=gpu)
 
 
 if __name__ == "__main__":

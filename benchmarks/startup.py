@@ -12,17 +12,15 @@ overlay, particle table, histogram), with the shipped model chosen as a new user
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _machine import machine  # noqa: E402
+from _machine import best, report  # noqa: E402
 
 from temtool._quiet import start_backend  # noqa: E402
 
@@ -35,15 +33,6 @@ from temtool.segment import ModelChooser, segment_file  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "temtool" / "pretrained" / "standard"
 RUNTIMES = ("keras", "onnx")
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bare_models() -> dict:
@@ -125,10 +114,7 @@ def main() -> None:
     print(
         ", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras")
     )
-    info = machine()
-    print(info)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "machine": info}, indent=2))
+    report(args.json, rows=rows)
 
 
 if __name__ == "__main__":
