@@ -119,7 +119,7 @@ class TileGeometry:
         for n in range(2, length // max(1, lo - ov) + 3):
             t = max(lo, _round_up((length + (n - 1) * ov) / n, P))
             if t < length:
-                options.add((t, math.ceil((length - t) / (t - ov)) + 1))
+                options.add((t, len(tile_origins(length, t, ov))))
             if t == lo:
                 break
         return sorted(options)
