@@ -259,24 +259,22 @@ def test_split_skips_only_components_with_one_peak(monkeypatch):
     two = ((yy - 45) ** 2 + (xx - 110) ** 2 < 18**2) | ((yy - 45) ** 2 + (xx - 140) ** 2 < 18**2)
     m = one | two
     calls = []
-    import skimage.morphology as skm
+    h_maxima = tm._h_maxima
 
-    h_maxima = skm.h_maxima
-
-    def spy(dist, h):
+    def spy(dist, *args):
         calls.append(dist.shape)
-        return h_maxima(dist, h)
+        return h_maxima(dist, *args)
 
-    monkeypatch.setattr(skm, "h_maxima", spy)
+    monkeypatch.setattr(tm, "_h_maxima", spy)
     labels = tm._split_touching(m)
     assert len(calls) == 1  # the two discs only
     assert len(np.unique(labels[one])) == 1 and labels[one].min() > 0
     assert len(np.unique(labels[two])) == 2
 
 
-def test_split_in_threads_numbers_labels_as_in_one():
-    """Components split in worker threads get the labels the serial loop gives (component
-    order, whatever finishes first), and pairs of touching discs among whole ones do split."""
+def test_split_numbers_pairs_and_whole_discs_in_order():
+    """Pairs of touching discs among whole ones split in two, whole ones stay one label, and
+    labels run 1..n in the order of the components."""
     import temtool.measure as tm
 
     yy, xx = np.mgrid[:240, :320]
@@ -288,10 +286,74 @@ def test_split_in_threads_numbers_labels_as_in_one():
         m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
         if k % 2:  # a touching neighbour: a component to split
             m |= (yy - cy) ** 2 + (xx - cx - int(1.6 * r)) ** 2 < r**2
-    serial = tm._split_touching(m, workers=1)
-    threaded = tm._split_touching(m, workers=2)
-    assert np.array_equal(serial, threaded)
-    assert serial.max() == 18  # 6 whole discs and 6 pairs split in two
+    labels = tm._split_touching(m)
+    assert labels.max() == 18  # 6 whole discs and 6 pairs split in two
+    assert np.array_equal(labels > 0, m)
+    first = [np.flatnonzero(labels.ravel() == i)[0] for i in range(1, 19)]
+    rows = [f // m.shape[1] for f in first]
+    assert rows == sorted(rows)  # component order: the top row of discs first
+
+
+def test_h_maxima_equals_scikit_image(monkeypatch):
+    """temtool's h-maxima of a distance map, from its sets of local maxima, are
+    scikit-image's pixels exactly: random masks of many components, plateaus, h equal to
+    differences of distances (1, 2, sqrt 2), h above the map's range, and the fallback to
+    scikit-image for maps with many distinct peak values."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+
+    import temtool.measure as tm
+
+    rng = np.random.default_rng(0)
+    cases = 0
+    for trial in range(60):
+        shape = tuple(int(v) for v in rng.integers(20, 130, 2))
+        m = ndi.gaussian_filter(rng.random(shape), float(rng.choice([1.5, 3, 6, 10]))) > rng.uniform(
+            0.45, 0.55
+        )
+        if trial % 3 == 0:
+            m = np.pad(m, 1)
+        dist = ndi.distance_transform_edt(m)
+        peaks = (dist == ndi.maximum_filter(dist, size=3)) & m
+        sets, n_sets = ndi.label(peaks, structure=np.ones((3, 3), bool))
+        for h in (1.0, 2.0, 0.5, float(np.sqrt(2)), 1.7, 3.0, 1e3):
+            got = tm._h_maxima(dist, h, sets, n_sets)
+            assert got.dtype == np.uint8
+            assert np.array_equal(got, h_maxima(dist, h)), (trial, h)
+            cases += 1
+    assert cases == 420
+    # many distinct peak values: scikit-image's one sort instead, the same pixels
+    import skimage.morphology as skm
+
+    calls = []
+    monkeypatch.setattr(tm, "MAX_LEVELS", 2)
+    monkeypatch.setattr(skm, "h_maxima", lambda d, h: calls.append(h) or h_maxima(d, h))
+    yy, xx = np.mgrid[:200, :200]  # discs of 9 sizes: 9 peak values
+    m = np.zeros(yy.shape, bool)
+    for k in range(80):
+        m |= (yy - 10 - 20 * (k // 10)) ** 2 + (xx - 10 - 20 * (k % 10)) ** 2 < (2 + k % 9) ** 2
+    dist = ndi.distance_transform_edt(m)
+    sets, n_sets = ndi.label((dist == ndi.maximum_filter(dist, size=3)) & m, structure=np.ones((3, 3), bool))
+    assert np.array_equal(tm._h_maxima(dist, 1.0, sets, n_sets), h_maxima(dist, 1.0))
+    assert calls == [1.0]
+
+
+def test_medial_axis_equals_scikit_image():
+    """The medial axis with its tables built once: scikit-image's skeleton and distance map,
+    the same arrays, for masks of every size down to one pixel wide."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import medial_axis as sk_medial_axis
+
+    from temtool.measure import medial_axis
+
+    rng = np.random.default_rng(1)
+    for trial in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 150, 2))
+        m = ndi.gaussian_filter(rng.random(shape), float(rng.choice([0.5, 2, 5]))) > rng.uniform(0.4, 0.6)
+        want = sk_medial_axis(m, return_distance=True, rng=0)
+        got = medial_axis(m)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and np.array_equal(g, w), trial
 
 
 def test_fourier_baseline_finds_fringe_particles():
