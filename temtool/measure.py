@@ -81,15 +81,39 @@ def remove_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     """``mask`` without its 4-connected objects of at most ``max_size`` px (as
     ``skimage.morphology.remove_small_objects``; ``~remove_small(~m, k)`` fills holes as
     ``remove_small_holes``), from one labelling and a bincount."""
-    m = np.asarray(mask, bool)
-    if max_size <= 0 or not m.any():
-        return m.copy()
-    lab, _ = ndi.label(m)
-    keep = np.bincount(lab.ravel()) > max_size
-    if keep[1:].all():  # nothing to remove: no pass over the labels
-        return m.copy()
-    keep[0] = False
-    return keep[lab]
+    return _Objects(mask).without_small(max_size)
+
+
+class _Objects:
+    """The 4-connected objects of a mask, labelled and counted once (:func:`remove_small`)."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = np.asarray(mask, bool)
+        self.labels, self.sizes = None, None
+        if self.mask.any():
+            self.labels, _ = ndi.label(self.mask)
+            self.sizes = np.bincount(self.labels.ravel())
+
+    def without_small(self, max_size: int) -> np.ndarray:
+        """The mask without the objects of at most ``max_size`` px (a new array)."""
+        if max_size <= 0 or self.labels is None:
+            return self.mask.copy()
+        keep = self.sizes > max_size
+        if keep[1:].all():  # nothing to remove: no pass over the labels
+            return self.mask.copy()
+        keep[0] = False
+        return keep[self.labels]
+
+
+def _side_by_side(f, x, g, *args):
+    """``(f(x), g(*args))``, ``f`` in a thread while ``g`` runs in this one (for work that
+    releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="temtool-side") as ex:
+        fut = ex.submit(f, x)
+        other = g(*args)
+        return fut.result(), other
 
 
 def particle_columns(unit: str) -> tuple[str, ...]:
@@ -427,12 +451,13 @@ class PostProcessing:
         """The mask ``(H, W)`` uint8 and what was done (settings and the areas used)."""
         p = gaussian_filter(prob, self.smooth_px) if self.smooth_px > 0 else prob
         mask = p > self.threshold
-        typical = typical_area_px(mask)
+        # the granulometry in a thread while the objects are labelled and counted
+        typical, objects = _side_by_side(typical_area_px, mask, _Objects, mask)
         if self.min_area is not None:
             min_px = self.min_area / (pixel_size_nm**2 if pixel_size_nm else 1.0)
         else:
             min_px = max(10.0, MIN_AREA_FRACTION * typical) if typical else 10.0
-        mask = remove_small(mask, max(0, int(np.ceil(min_px)) - 1))
+        mask = objects.without_small(max(0, int(np.ceil(min_px)) - 1))
         hole_px = 0
         if self.fill_holes and typical:
             hole_px = int(typical)
