@@ -281,8 +281,11 @@ def measure_particles(
     H, W = m.shape
     props = region_properties(labels)
     kept = np.flatnonzero(props["area"] >= min_area_px)
-    renumber = np.zeros(int(labels.max()) + 1, np.int32)  # dropped objects -> 0
-    renumber[props["label"][kept]] = np.arange(1, kept.size + 1, dtype=np.int32)
+    if kept.size == props["label"].size and np.array_equal(props["label"], np.arange(1, kept.size + 1)):
+        renumber = None  # every object kept, already numbered 1..n: no pass over the labels
+    else:
+        renumber = np.zeros(int(labels.max()) + 1, np.int32)  # dropped objects -> 0
+        renumber[props["label"][kept]] = np.arange(1, kept.size + 1, dtype=np.int32)
     rows = []
     for rid, i in enumerate(kept, start=1):
         y0, x0, y1, x1 = props["bbox"][i]
@@ -299,7 +302,7 @@ def measure_particles(
                 "touches_border": bool(y0 == 0 or x0 == 0 or y1 == H or x1 == W),
             }
         )
-    return renumber[labels], rows
+    return (labels if renumber is None else renumber[labels]), rows
 
 
 def region_properties(labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -181,6 +181,22 @@ def test_watershed_splits_two_touching_discs():
         assert not r["touches_border"]
 
 
+def test_measure_drops_small_objects_and_numbers_the_rest_in_order():
+    """Objects under ``min_area_px`` leave the labels and the table; the rest keep 1..n in
+    the order of the rows; with nothing dropped the ids are the same."""
+    m = np.zeros((60, 90), bool)
+    m[5:15, 5:15] = True  # 100 px
+    m[5:7, 40:42] = True  # 4 px: dropped at min_area_px=10
+    m[30:50, 60:80] = True  # 400 px
+    labels, rows = measure_particles(m, None, min_area_px=10, pinhole_px=0)
+    assert [r["id"] for r in rows] == [1, 2] and labels.max() == 2
+    assert labels[5:7, 40:42].max() == 0
+    assert [r["area_px2"] for r in rows] == [float((labels == i).sum()) for i in (1, 2)] == [100.0, 400.0]
+    all_labels, all_rows = measure_particles(m, None, min_area_px=1, pinhole_px=0)
+    assert [r["area_px2"] for r in all_rows] == [100.0, 4.0, 400.0]
+    assert np.array_equal(all_labels > 0, m) and all_labels.dtype == np.int32
+
+
 def test_fast_mask_helpers_equal_scikit_image():
     from scipy import ndimage as ndi
     from skimage.morphology import remove_small_holes, remove_small_objects
