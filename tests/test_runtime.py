@@ -123,12 +123,16 @@ def test_shipped_bundles_carry_a_checked_graph():
         assert np.abs(ref - got).max() < 1e-4, name
 
 
-def test_onnx_session_plans_no_memory_pattern():
+def test_onnx_session_plans_no_memory_pattern_and_stops_spinning():
     """With ONNX Runtime's memory pattern, the second call of a shape allocated and faulted
     in a second arena, as slow as the first call (benchmarks/RESULTS.md): the second strip of
-    a 2048x2048 micrograph would pay it. Guard the setting, and that calls stay correct."""
+    a 2048x2048 micrograph would pay it. Worker threads left spinning after a call took a
+    core from the post-processing after it. Guard both settings, and that calls stay
+    correct."""
     model = OnnxModel(ROOT / "temtool" / "pretrained" / "standard" / "model.onnx")
-    assert model.session.get_session_options().enable_mem_pattern is False
+    opts = model.session.get_session_options()
+    assert opts.enable_mem_pattern is False
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
     x = np.random.default_rng(0).standard_normal((1, 64, 96, 1)).astype(np.float32)
     assert np.array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
 
