@@ -5,7 +5,8 @@ measure and write), the same files, model and outputs, in one run.
     python benchmarks/folder_speed.py [--n 8] [--size 1024] [--workers 2] [--runtime auto]
 
 Prints seconds per micrograph for each, the peak resident memory of the process, and the
-machine.
+machine. The process keeps freed memory as `temtool segment` does
+(`temtool.memory.keep_freed_memory`) unless ``--glibc-defaults``.
 """
 
 import argparse
@@ -32,7 +33,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--glibc-defaults", action="store_true", help="without keep_freed_memory")
     args = ap.parse_args()
+    if not args.glibc_defaults:
+        from temtool.memory import keep_freed_memory
+
+        print("keeps freed memory (as temtool segment does):", keep_freed_memory())
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "in").mkdir()

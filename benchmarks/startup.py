@@ -5,6 +5,9 @@ ratio to one bare forward pass of the same model over the same pixels measured i
 
     python benchmarks/startup.py [--sizes 128 2048] [--repeat 3] [--json out.json]
 
+Warm runs use the allocator setting `temtool segment` uses (`temtool.memory.keep_freed_memory`:
+freed micrograph-sized arrays are reused); ``--glibc-defaults`` measures them without it.
+
 Times are the best of ``--repeat`` runs (the machine's noise is one-sided); warm runs and
 bare passes alternate, so a slow spell of a shared machine weighs on both alike. "From the
 prompt" is a fresh `temtool` process writing every output (mask, probability, labels,
@@ -77,7 +80,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 2048])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--glibc-defaults", action="store_true", help="warm runs without keep_freed_memory")
     args = ap.parse_args()
+    if not args.glibc_defaults:
+        from temtool.memory import keep_freed_memory
+
+        print("warm runs keep freed memory (as temtool segment does):", keep_freed_memory())
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -114,7 +122,7 @@ def main() -> None:
     print(
         ", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras")
     )
-    report(args.json, rows=rows)
+    report(args.json, rows=rows, allocator="glibc defaults" if args.glibc_defaults else "keep_freed_memory")
 
 
 if __name__ == "__main__":

@@ -431,8 +431,11 @@ def segment(
     """Segment whole micrographs of any size and measure the particles."""
     from temtool.errors import check_positive
     from temtool.measure import PostProcessing
+    from temtool.memory import keep_freed_memory
     from temtool.report import Progress, console, err_console, segment_callback, segment_summary
     from temtool.segment import ModelChooser, segment_files
+
+    keep_freed_memory()  # micrograph-sized arrays reused, not faulted in afresh (temtool.memory)
 
     _state["flags"] = {
         "out_dir": "--out",
