@@ -135,12 +135,18 @@ def _split_touching(mask: np.ndarray) -> np.ndarray:
     """Instance labels ``(H, W)`` int32: connected components, each split at necks by a
     watershed of its inverted distance transform from h-maxima markers (per component, on its
     bounding box, so large sparse micrographs stay fast), numbered in component order."""
+    return _split(mask)[0]
+
+
+def _split(mask: np.ndarray) -> tuple[np.ndarray, list]:
+    """:func:`_split_touching`'s labels, and for each label ``i`` a box (a pair of slices) at
+    ``[i - 1]`` that holds it: its component's box (for :func:`region_properties`)."""
     from skimage.measure import label
 
     comp = label(mask)
     labels = np.zeros(mask.shape, np.int32)
     if comp.max() == 0:
-        return labels
+        return labels, []
     boxes = ndi.find_objects(comp)
     H, W = mask.shape
     parts = []
@@ -155,7 +161,7 @@ def _split_touching(mask: np.ndarray) -> np.ndarray:
             (own, ndi.distance_transform_edt(own), (slice(t, own.shape[0] - b), slice(lft, own.shape[1] - r)))
         )
     h = max(1.0, 0.05 * float(np.median([dist.max() for _, dist, _ in parts])))
-    n = 0
+    n, boxes_out = 0, []
     for sl, (own, dist, crop) in zip(boxes, parts):
         # one connected set of local maxima: one regional maximum, so at most one h-maximum
         # and nothing to split (the same result, without h-maxima)
@@ -168,11 +174,13 @@ def _split_touching(mask: np.ndarray) -> np.ndarray:
         if sub is None:
             labels[sl][own[crop]] = n + 1
             n += 1
+            boxes_out.append(sl)
             continue
         inside = sub > 0
         labels[sl][inside] = sub[inside] + n
         n += int(sub.max())
-    return labels
+        boxes_out += [sl] * int(sub.max())
+    return labels, boxes_out
 
 
 def _watershed_split(
@@ -275,11 +283,11 @@ def measure_particles(
     m = np.asarray(mask, bool)
     if pinhole_px > 0:
         m = ~remove_small(~m, pinhole_px)
-    labels = _split_touching(m)
+    labels, boxes = _split(m)
     unit = "nm" if pixel_size_nm else "px"
     s = float(pixel_size_nm or 1.0)
     H, W = m.shape
-    props = region_properties(labels)
+    props = region_properties(labels, boxes)
     kept = np.flatnonzero(props["area"] >= min_area_px)
     if kept.size == props["label"].size and np.array_equal(props["label"], np.arange(1, kept.size + 1)):
         renumber = None  # every object kept, already numbered 1..n: no pass over the labels
@@ -305,7 +313,7 @@ def measure_particles(
     return (labels if renumber is None else renumber[labels]), rows
 
 
-def region_properties(labels: np.ndarray) -> dict[str, np.ndarray]:
+def region_properties(labels: np.ndarray, boxes: list | None = None) -> dict[str, np.ndarray]:
     """Size and shape of every label of a 2-D label image at once, as
     ``skimage.measure.regionprops`` defines them (pixel units): ``label``, ``area``,
     ``centroid`` (row, col), ``bbox`` (min_row, min_col, max_row, max_col),
@@ -313,16 +321,21 @@ def region_properties(labels: np.ndarray) -> dict[str, np.ndarray]:
     (from the eigenvalues of the inertia tensor of the second central moments), one entry per
     label present, in increasing label order. Only the second moments are computed, on each
     region's bounding box, with no Python object per region (several times faster than
-    ``regionprops`` for a 2048x2048 micrograph; equal to scikit-image's to rounding)."""
+    ``regionprops`` for a 2048x2048 micrograph; equal to scikit-image's to rounding).
+    ``boxes``: where known, for each label ``i`` at ``[i - 1]`` a pair of slices that holds
+    it, not necessarily tightly (else found with ``ndi.find_objects``); the same results."""
     lab = np.asarray(labels)
-    boxes = ndi.find_objects(lab)
+    if boxes is None:
+        boxes = ndi.find_objects(lab)
     present = np.array([i for i, sl in enumerate(boxes, start=1) if sl is not None], np.intp)
     k = present.size
     area, cy, cx, mu20, mu02, mu11 = (np.zeros(k) for _ in range(6))
     bbox = np.zeros((k, 4), np.intp)
     for j, i in enumerate(present):
-        sl = boxes[i - 1]
-        ys, xs = np.nonzero(lab[sl] == i)
+        ys, xs = np.nonzero(lab[boxes[i - 1]] == i)
+        y0, x0 = boxes[i - 1][0].start + ys.min(), boxes[i - 1][1].start + xs.min()
+        ys, xs = ys - ys.min(), xs - xs.min()  # on the label's tight box
+        sl = (slice(y0, y0 + ys.max() + 1), slice(x0, x0 + xs.max() + 1))
         area[j] = ys.size
         my, mx = ys.mean(), xs.mean()
         dy, dx = ys - my, xs - mx

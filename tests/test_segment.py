@@ -250,6 +250,11 @@ def test_region_properties_equal_scikit_image():
         labels[0, 0], labels[5, 10:20], labels[30:40, 139] = 900, 901, 902  # a pixel, lines
         props = region_properties(labels)
         regions = regionprops(labels)
+        # boxes that hold each label loosely (here the whole image) give the same numbers
+        whole = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
+        loose = region_properties(labels, [None if b is None else whole for b in ndi.find_objects(labels)])
+        for key in props:
+            assert np.array_equal(loose[key], props[key]), key
         assert list(props["label"]) == [r.label for r in regions]
         for i, r in enumerate(regions):
             assert props["area"][i] == r.area
