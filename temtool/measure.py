@@ -105,17 +105,6 @@ class _Objects:
         return keep[self.labels]
 
 
-def _side_by_side(f, x, g, *args):
-    """``(f(x), g(*args))``, ``f`` in a thread while ``g`` runs in this one (for work that
-    releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="temtool-side") as ex:
-        fut = ex.submit(f, x)
-        other = g(*args)
-        return fut.result(), other
-
-
 def particle_columns(unit: str) -> tuple[str, ...]:
     """Columns of the particle table; lengths and areas in ``unit`` ("nm" or "px")."""
     return (
@@ -251,7 +240,7 @@ def _map(fn, items: list, workers: int) -> list:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="temtool-band") as ex:
+    with ThreadPoolExecutor(min(workers, len(items)), thread_name_prefix="temtool-measure") as ex:
         return list(ex.map(fn, items))
 
 
@@ -467,8 +456,8 @@ class PostProcessing:
         """The mask ``(H, W)`` uint8 and what was done (settings and the areas used)."""
         p = gaussian_filter(prob, self.smooth_px) if self.smooth_px > 0 else prob
         mask = p > self.threshold
-        # the granulometry in a thread while the objects are labelled and counted
-        typical, objects = _side_by_side(typical_area_px, mask, _Objects, mask)
+        # the granulometry and the labelling and counting of the objects, side by side
+        typical, objects = _map(lambda step: step(mask), [typical_area_px, _Objects], 2)
         if self.min_area is not None:
             min_px = self.min_area / (pixel_size_nm**2 if pixel_size_nm else 1.0)
         else:
