@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _machine import machine  # noqa: E402
+from _machine import allocator_option, machine, set_allocator  # noqa: E402
 
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
@@ -33,12 +33,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runtime", default="auto")
-    ap.add_argument("--glibc-defaults", action="store_true", help="without keep_freed_memory")
+    allocator_option(ap)
     args = ap.parse_args()
-    if not args.glibc_defaults:
-        from temtool.memory import keep_freed_memory
-
-        print("keeps freed memory (as temtool segment does):", keep_freed_memory())
+    set_allocator(args.glibc_defaults)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "in").mkdir()

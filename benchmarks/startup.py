@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _machine import best, report  # noqa: E402
+from _machine import allocator_option, best, report, set_allocator  # noqa: E402
 
 from temtool._quiet import start_backend  # noqa: E402
 
@@ -80,12 +80,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 2048])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
-    ap.add_argument("--glibc-defaults", action="store_true", help="warm runs without keep_freed_memory")
+    allocator_option(ap)
     args = ap.parse_args()
-    if not args.glibc_defaults:
-        from temtool.memory import keep_freed_memory
-
-        print("warm runs keep freed memory (as temtool segment does):", keep_freed_memory())
+    allocator = set_allocator(args.glibc_defaults)  # for the warm runs, as the command has it
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -122,7 +119,7 @@ def main() -> None:
     print(
         ", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras")
     )
-    report(args.json, rows=rows, allocator="glibc defaults" if args.glibc_defaults else "keep_freed_memory")
+    report(args.json, rows=rows, allocator=allocator)
 
 
 if __name__ == "__main__":
