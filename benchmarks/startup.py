@@ -21,6 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from temtool._env import process_defaults
+
+process_defaults()  # as `temtool` sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import allocator_option, best, report, set_allocator  # noqa: E402

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from temtool._env import process_defaults
+
+process_defaults()  # before NumPy, SciPy or TensorFlow load
 
 import typer  # noqa: E402
 from typer import Argument as A  # noqa: E402

@@ -69,3 +69,38 @@ def test_segment_command_keeps_freed_memory(run_cli, tmp_path, monkeypatch):
     )
     assert code == 0, err
     assert calls == [1]
+
+
+# what OpenBLAS's worker threads (NumPy's, SciPy's) spend while the command's imports run
+OPENBLAS_SPIN = textwrap.dedent(
+    """
+    import os, sys, time
+    import temtool.cli
+    assert "numpy" not in sys.modules  # the defaults are set before NumPy loads
+    import numpy, scipy.ndimage
+    time.sleep(0.3)  # any spinning is over
+    main = os.getpid()
+    ticks = 0
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) != main:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    print(os.environ["OPENBLAS_THREAD_TIMEOUT"], ticks)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the threads' times from /proc")
+def test_command_line_lets_openblas_threads_sleep(monkeypatch):
+    """Without the setting, OpenBLAS's threads spin for about 0.1 s each after starting (10 or
+    more ticks each on an idle machine); with it they go to sleep at once. A value the user
+    set is kept."""
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    r = subprocess.run([sys.executable, "-c", OPENBLAS_SPIN], capture_output=True, text=True, check=True)
+    timeout, ticks = r.stdout.split()
+    assert timeout == "4"
+    assert int(ticks) <= 2
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    r = subprocess.run([sys.executable, "-c", OPENBLAS_SPIN], capture_output=True, text=True, check=True)
+    assert r.stdout.split()[0] == "28"
