@@ -431,13 +431,16 @@ def segment(
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
+    from temtool.memory import keep_freed_memory, prefault, prefault_bytes
+
+    # micrograph-sized arrays reused, not faulted in afresh; the first micrograph's working
+    # memory faulted in on the other core while the imports below run on one (temtool.memory)
+    if keep_freed_memory() and method == "model":
+        prefault(prefault_bytes(paths))
     from temtool.errors import check_positive
     from temtool.measure import PostProcessing
-    from temtool.memory import keep_freed_memory
     from temtool.report import Progress, console, err_console, segment_callback, segment_summary
     from temtool.segment import ModelChooser, segment_files
-
-    keep_freed_memory()  # micrograph-sized arrays reused, not faulted in afresh (temtool.memory)
 
     _state["flags"] = {
         "out_dir": "--out",

@@ -1,4 +1,4 @@
-"""How the process gives freed memory back to the system.
+"""How the process takes memory from the system and gives it back.
 
 Segmenting a micrograph allocates and frees arrays of its size (4-18 MB each at 2048x2048)
 many times. glibc's allocator hands such blocks back to the kernel when they are freed (above
@@ -9,33 +9,123 @@ blocks of up to ``MAX_KEPT_BLOCK_BYTES`` for reuse; the process then stays at it
 instead of shrinking between micrographs. `temtool segment` calls it; a library user segmenting
 many micrographs in one process may call it too. Elsewhere (another C library, another
 system) it does nothing.
+
+The first micrograph of a process still faults in all of its working memory (about 1 GB for a
+2048x2048 micrograph, most of it ONNX Runtime's arena for the network's first strip), and
+on the thread that runs the network, where it slowed that strip by about half.
+:func:`prefault` faults such memory in ahead, on another thread, while the command is still
+importing its modules on one core: the heap keeps it (see above) and the network's first
+allocations reuse it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
+import threading
 
-__all__ = ["keep_freed_memory", "MAX_KEPT_BLOCK_BYTES"]
+__all__ = ["keep_freed_memory", "prefault", "prefault_bytes", "MAX_KEPT_BLOCK_BYTES", "MAX_PREFAULT_BYTES"]
 
-# blocks up to this size come from the heap and are kept there when freed: a 8192x8192 float32
+# blocks up to this size come from the heap and are kept there when freed: ONNX Runtime's arena
+# regions (256 and 512 MiB for a strip of a 2048x2048 micrograph), a 16384x16384 float32
 # array; larger ones still get their own mapping, given back when freed
-MAX_KEPT_BLOCK_BYTES = 256 * 2**20
-_TRIM_BYTES = 2**30  # free memory at the heap's top given back only above this
+MAX_KEPT_BLOCK_BYTES = 3 * 2**29
+_TRIM_BYTES = 2**31 - 1  # free memory at the heap's top given back only above this
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MADV_POPULATE_WRITE = 23  # madvise advice (Linux 5.14+): fault pages in, their contents untouched
+_PAGE_BYTES = 4096
+_CHUNK_BYTES = 16 * 2**20  # faulted in a chunk at a time: an mmap (imports) waits for one at most
+
+# working memory to fault in ahead, per byte of the largest input file (about 1 GB for a
+# 2048x2048 micrograph of 8 bits or more), and at most
+PREFAULT_BYTES_PER_FILE_BYTE = 256
+MAX_PREFAULT_BYTES = 5 * 2**28
+_kept = False
+
+
+def _glibc():
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # pragma: no cover - a glibc without the usual soname
+        return None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def keep_freed_memory() -> bool:
     """Keep freed blocks of up to :data:`MAX_KEPT_BLOCK_BYTES` in the process for reuse
     (glibc's ``mallopt``: mmap threshold and trim threshold). True where it took effect; False
     where the C library is not glibc."""
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    global _kept
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # pragma: no cover - a glibc without the usual soname
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MAX_KEPT_BLOCK_BYTES) and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+    _kept = bool(mallopt(_M_MMAP_THRESHOLD, MAX_KEPT_BLOCK_BYTES) and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+    return _kept
+
+
+def prefault_bytes(paths) -> int:
+    """Working memory worth faulting in ahead for segmenting ``paths`` (files and folders;
+    globs count nothing): :data:`PREFAULT_BYTES_PER_FILE_BYTE` per byte of the largest file,
+    at most :data:`MAX_PREFAULT_BYTES`. A file's size bounds its pixel count for 8-bit and
+    wider images; compressed files get less than they will use."""
+    largest = 0
+    for p in paths:
+        try:
+            if os.path.isdir(p):
+                with os.scandir(p) as entries:
+                    sizes = [e.stat().st_size for e in entries if e.is_file()]
+                largest = max([largest, *sizes])
+            elif os.path.isfile(p):
+                largest = max(largest, os.path.getsize(p))
+        except OSError:
+            continue  # unreadable: the command reports it
+    return min(MAX_PREFAULT_BYTES, largest * PREFAULT_BYTES_PER_FILE_BYTE)
+
+
+def prefault(nbytes: int) -> threading.Thread | None:
+    """Fault ``nbytes`` of heap memory in on a background thread, for the allocations that
+    follow to reuse. It takes the memory from the heap and frees it at once (kept, after
+    :func:`keep_freed_memory`), then asks the kernel to fault its pages in
+    (``MADV_POPULATE_WRITE``, which leaves their contents alone, so the memory may be handed
+    out again meanwhile). The thread, or None where nothing was started: not glibc,
+    :func:`keep_freed_memory` not in effect, nothing to do, or one core only (no other core to
+    do it on). On kernels without the advice
+    (before Linux 5.14) the thread ends at once."""
+    nbytes = min(nbytes, MAX_KEPT_BLOCK_BYTES - _CHUNK_BYTES)  # larger blocks get their own mapping
+    libc = _glibc() if _kept and nbytes >= _CHUNK_BYTES and _cores() > 1 else None
+    if libc is None:
+        return None
+    libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = (ctypes.c_void_p,), None
+    libc.madvise.argtypes, libc.madvise.restype = (
+        (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int),
+        ctypes.c_int,
+    )
+    block = libc.malloc(nbytes)
+    if not block:
+        return None
+    libc.free(block)  # kept in the heap: below the mmap and trim thresholds
+    start = -(-block // _PAGE_BYTES) * _PAGE_BYTES
+    end = (block + nbytes) // _PAGE_BYTES * _PAGE_BYTES
+
+    def fault_in() -> None:
+        for at in range(start, end, _CHUNK_BYTES):
+            # ctypes lets go of the GIL; an error (an older kernel, the heap trimmed) ends it
+            if libc.madvise(at, min(_CHUNK_BYTES, end - at), _MADV_POPULATE_WRITE):
+                return
+
+    thread = threading.Thread(target=fault_in, name="temtool-prefault", daemon=True)
+    thread.start()
+    return thread
