@@ -37,9 +37,11 @@ FAULTS = textwrap.dedent(
 )
 
 
-def _faults(mode: str) -> int:
-    r = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
-    return int(r.stdout.strip())
+def _python(script: str, *args: str) -> str:
+    """What ``script`` prints, run in a fresh Python process."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.mark.skipif(not GLIBC, reason="the setting is glibc's; elsewhere keep_freed_memory does nothing")
@@ -47,7 +49,7 @@ def test_freed_arrays_are_reused_without_new_page_faults():
     """Under glibc's defaults part of the freed memory goes back to the kernel at every round
     (the top of the heap beyond its trim threshold: about 8 MB here) and is faulted in again;
     with keep_freed_memory it is reused."""
-    default, keep = _faults("default"), _faults("keep")
+    default, keep = int(_python(FAULTS, "default")), int(_python(FAULTS, "keep"))
     assert default >= 19 * 8  # at least 16 MB a round, even in 2 MB (huge) pages
     assert keep * 10 < default  # here about 2,000 faults a round against none
 
@@ -91,16 +93,11 @@ PREFAULT = textwrap.dedent(
 )
 
 
-def _prefault_faults(mode: str) -> int:
-    r = subprocess.run([sys.executable, "-c", PREFAULT, mode], capture_output=True, text=True, check=True)
-    return int(r.stdout.strip())
-
-
 @pytest.mark.skipif(not PREFAULTS, reason="prefault works on glibc's heap with a core to spare")
 def test_prefault_faults_memory_in_ahead_for_later_arrays():
     """An array allocated after the prefault finds its pages already faulted in (about 41,000
     faults of 4 KB without it, or 80 of 2 MB where NumPy gets huge pages; none with it)."""
-    without, ahead = _prefault_faults("none"), _prefault_faults("prefault")
+    without, ahead = int(_python(PREFAULT, "none")), int(_python(PREFAULT, "prefault"))
     assert without >= 80
     assert ahead * 10 < without
 
@@ -195,10 +192,8 @@ def test_command_line_lets_openblas_threads_sleep(monkeypatch):
     more ticks each on an idle machine); with it they go to sleep at once. A value the user
     set is kept."""
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    r = subprocess.run([sys.executable, "-c", OPENBLAS_SPIN], capture_output=True, text=True, check=True)
-    timeout, ticks = r.stdout.split()
+    timeout, ticks = _python(OPENBLAS_SPIN).split()
     assert timeout == "4"
     assert int(ticks) <= 2
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
-    r = subprocess.run([sys.executable, "-c", OPENBLAS_SPIN], capture_output=True, text=True, check=True)
-    assert r.stdout.split()[0] == "28"
+    assert _python(OPENBLAS_SPIN).split()[0] == "28"
