@@ -35,7 +35,7 @@ MAX_KEPT_BLOCK_BYTES = 3 * 2**29
 _TRIM_BYTES = 2**31 - 1  # free memory at the heap's top given back only above this
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 _MADV_POPULATE_WRITE = 23  # madvise advice (Linux 5.14+): fault pages in, their contents untouched
-_PAGE_BYTES = 4096
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _CHUNK_BYTES = 16 * 2**20  # faulted in a chunk at a time: an mmap (imports) waits for one at most
 
 # working memory to fault in ahead, per byte of the largest input file (about 1 GB for a
@@ -101,8 +101,7 @@ def prefault(nbytes: int) -> threading.Thread | None:
     (``MADV_POPULATE_WRITE``, which leaves their contents alone, so the memory may be handed
     out again meanwhile). The thread, or None where nothing was started: not glibc,
     :func:`keep_freed_memory` not in effect, nothing to do, or one core only (no other core to
-    do it on). On kernels without the advice
-    (before Linux 5.14) the thread ends at once."""
+    do it on). On kernels without the advice (before Linux 5.14) the thread ends at once."""
     nbytes = min(nbytes, MAX_KEPT_BLOCK_BYTES - _CHUNK_BYTES)  # larger blocks get their own mapping
     libc = _glibc() if _kept and nbytes >= _CHUNK_BYTES and _cores() > 1 else None
     if libc is None:
