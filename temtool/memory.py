@@ -21,6 +21,7 @@ allocations reuse it.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import platform
 import sys
@@ -42,6 +43,7 @@ _CHUNK_BYTES = 16 * 2**20  # faulted in a chunk at a time: an mmap (imports) wai
 # 2048x2048 micrograph of 8 bits or more), and at most
 PREFAULT_BYTES_PER_FILE_BYTE = 256
 MAX_PREFAULT_BYTES = 5 * 2**28
+_FOLDER_FILES_LOOKED_AT = 64  # a folder on a network share must not delay the start
 _kept = False
 
 
@@ -76,17 +78,17 @@ def keep_freed_memory() -> bool:
 
 
 def prefault_bytes(paths) -> int:
-    """Working memory worth faulting in ahead for segmenting ``paths`` (files and folders;
-    globs count nothing): :data:`PREFAULT_BYTES_PER_FILE_BYTE` per byte of the largest file,
-    at most :data:`MAX_PREFAULT_BYTES`. A file's size bounds its pixel count for 8-bit and
-    wider images; compressed files get less than they will use."""
+    """Working memory worth faulting in ahead for segmenting ``paths`` (files, and the first 64
+    files of folders; globs count nothing): :data:`PREFAULT_BYTES_PER_FILE_BYTE` per byte of
+    the largest file, at most :data:`MAX_PREFAULT_BYTES`. A file's size bounds its pixel
+    count for 8-bit and wider images; compressed files get less than they will use."""
     largest = 0
     for p in paths:
         try:
-            if os.path.isdir(p):
+            if os.path.isdir(p):  # the first files are enough: a folder's micrographs are alike
                 with os.scandir(p) as entries:
-                    sizes = [e.stat().st_size for e in entries if e.is_file()]
-                largest = max([largest, *sizes])
+                    files = itertools.islice((e for e in entries if e.is_file()), _FOLDER_FILES_LOOKED_AT)
+                    largest = max([largest, *(e.stat().st_size for e in files)])
             elif os.path.isfile(p):
                 largest = max(largest, os.path.getsize(p))
         except OSError:

@@ -146,6 +146,11 @@ def test_prefault_bytes_follow_the_largest_input(tmp_path):
     assert prefault_bytes([tmp_path / "c.tif"]) == 4000 * PREFAULT_BYTES_PER_FILE_BYTE
     assert prefault_bytes([tmp_path / "c.tif", tmp_path / "d"]) == 5000 * PREFAULT_BYTES_PER_FILE_BYTE
     assert prefault_bytes([tmp_path / "missing.tif", str(tmp_path / "*.tif")]) == 0  # globs count nothing
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(100):
+        (many / f"{i}.tif").write_bytes(b"x" * 100)
+    assert prefault_bytes([many]) == 100 * PREFAULT_BYTES_PER_FILE_BYTE  # only the first files looked at
     big = tmp_path / "big.tif"
     with open(big, "wb") as f:  # sparse: its size without its bytes
         f.truncate(64 * 2**20)
