@@ -28,7 +28,9 @@ def quiet_stderr_fd():
 
 def start_backend(quiet: bool = True) -> None:
     """Import Keras and initialise its backend's devices once, quietly unless asked not to."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from temtool._env import DEFAULTS
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULTS["TF_CPP_MIN_LOG_LEVEL"])
     if os.environ.get("KERAS_BACKEND") == "jax":
         _jax_compilation_cache()
     ctx = quiet_stderr_fd() if quiet else contextlib.nullcontext()
