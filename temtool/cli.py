@@ -431,12 +431,14 @@ def segment(
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
+    from temtool._env import defer_numpy_modules
     from temtool.memory import keep_freed_memory, prefault, prefault_bytes
 
     # micrograph-sized arrays reused, not faulted in afresh; the first micrograph's working
     # memory faulted in on the other core while the imports below run on one (temtool.memory)
     if keep_freed_memory() and method == "model":
         prefault(prefault_bytes(paths))
+    defer_numpy_modules()  # NumPy's submodules that SciPy imports and nothing here uses
     from temtool.errors import check_positive
     from temtool.measure import PostProcessing
     from temtool.report import Progress, console, err_console, segment_callback, segment_summary

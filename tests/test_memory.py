@@ -1,4 +1,6 @@
-"""The allocator setting of `temtool segment`: freed micrograph-sized arrays are reused."""
+"""How `temtool segment` starts: its allocator setting (freed micrograph-sized arrays are reused,
+the first micrograph's memory faulted in ahead), its environment defaults and the NumPy
+submodules it leaves unloaded."""
 
 import os
 import platform
@@ -202,3 +204,56 @@ def test_command_line_lets_openblas_threads_sleep(monkeypatch):
     assert int(ticks) <= 2
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
     assert _python(OPENBLAS_SPIN).split()[0] == "28"
+
+
+# `temtool segment` of a small micrograph in a fresh process; which deferred modules ran
+DEFERRED_AFTER_SEGMENT = textwrap.dedent(
+    """
+    import sys
+    from temtool.cli import main
+    try:
+        main(["segment", sys.argv[1], "--out", sys.argv[2], "--json"])
+    except SystemExit as e:
+        assert not e.code, e.code
+    from temtool._env import DEFERRED_NUMPY_MODULES
+    ran = [n for n in DEFERRED_NUMPY_MODULES if type(sys.modules[f"numpy.{n}"]).__name__ != "_LazyModule"]
+    print("ran:", *ran)
+    """
+)
+
+
+def test_segment_leaves_numpy_modules_it_does_not_use_unloaded(tmp_path):
+    """SciPy's imports would load NumPy's f2py, testing, polynomial and ctypeslib; the
+    command defers them, and no step of a micrograph uses them."""
+    from temtool.data.simulate import config_for, simulate_image
+
+    f = tmp_path / "m.tif"
+    write_tiff(f, simulate_image(config_for("standard", pixel_size_nm=0.5), 128, seed=1).image, 0.5)
+    assert _python(DEFERRED_AFTER_SEGMENT, str(f), str(tmp_path / "out")).splitlines()[-1] == "ran:"
+    assert (tmp_path / "out" / "m_mask.png").is_file()
+
+
+DEFERRED_IN_USE = textwrap.dedent(
+    """
+    import sys
+    import numpy
+    from temtool._env import defer_numpy_modules
+    assert defer_numpy_modules() == ["f2py", "testing", "polynomial", "ctypeslib"]
+    assert defer_numpy_modules() == []  # once
+    import numpy.testing as nt
+    from numpy.testing import assert_allclose
+    assert nt is numpy.testing is sys.modules["numpy.testing"]
+    assert_allclose(numpy.polynomial.Polynomial([1, 2])(3.0), 7.0)
+    print(type(sys.modules["numpy.ctypeslib"]).__name__, numpy.ctypeslib.as_array([1, 2]).sum(),
+          numpy.f2py.get_include() == __import__("numpy.f2py").f2py.get_include())
+    """
+)
+
+
+def test_deferred_numpy_modules_load_when_first_used():
+    """A deferred module is NumPy's own, found under its name and as NumPy's attribute, and
+    loads whole at its first use; modules already imported are not deferred."""
+    assert _python(DEFERRED_IN_USE) == "_LazyModule 3 True"
+    assert _python("import numpy.testing; from temtool._env import defer_numpy_modules as d; print(d())") == (
+        "['f2py', 'polynomial', 'ctypeslib']"
+    )
