@@ -10,9 +10,10 @@ instead of shrinking between micrographs. `temtool segment` calls it; a library 
 many micrographs in one process may call it too. Elsewhere (another C library, another
 system) it does nothing.
 
-The first micrograph of a process still faults in all of its working memory (about 1 GB for a
-2048x2048 micrograph, most of it ONNX Runtime's arena for the network's first strip), and
-on the thread that runs the network, where it slowed that strip by about half.
+The first micrograph of a process still faults in all of its working memory (about 0.6 GB for
+a 2048x2048 micrograph, most of it ONNX Runtime's arena for the network's first tile; 1 GB
+when tiles were 1104-row strips), and on the thread that runs the network, where it slowed
+the first strip by about half.
 :func:`prefault` faults such memory in ahead, on another thread, while the command is still
 importing its modules on one core: the heap keeps it (see above) and the network's first
 allocations reuse it.
@@ -39,10 +40,10 @@ _MADV_POPULATE_WRITE = 23  # madvise advice (Linux 5.14+): fault pages in, their
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _CHUNK_BYTES = 16 * 2**20  # faulted in a chunk at a time: an mmap (imports) waits for one at most
 
-# working memory to fault in ahead, per byte of the largest input file (about 1 GB for a
-# 2048x2048 micrograph of 8 bits or more), and at most
+# working memory to fault in ahead, per byte of the largest input file, and at most: about what
+# ONNX Runtime's arena takes for the largest tile (1104x1104 px, temtool.segment.Segmenter)
 PREFAULT_BYTES_PER_FILE_BYTE = 256
-MAX_PREFAULT_BYTES = 5 * 2**28
+MAX_PREFAULT_BYTES = 2**29
 _FOLDER_FILES_LOOKED_AT = 64  # a folder on a network share must not delay the start
 _kept = False
 

@@ -119,8 +119,9 @@ def _square_side(g, length):
 
 def test_tile_shape_bounds_the_tile_pixels_and_prefers_strips_where_they_are_cheaper():
     """Tiles hold at most max_tile_px squared pixels in any shape: a 2048x2048 micrograph under
-    the shipped model's geometry goes in two full-width strips (6% more pixels than one pass,
-    fewer than four square tiles), and no shape computes more pixels than square tiles do."""
+    the shipped model's geometry and a 1536x1536 budget goes in two full-width strips (6% more
+    pixels than one pass, fewer than four square tiles), and no shape computes more pixels
+    than square tiles do."""
     g = TileGeometry.for_model(8, reach_px=51, max_tile_px=1536)
     H = W = g.canvas(np.zeros((2048, 2048), np.float32)).shape[0]
     assert (H, W) == (2080, 2080)
