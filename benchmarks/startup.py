@@ -3,7 +3,7 @@ process, for a 128x128 and a 2048x2048 micrograph, on each inference runtime (Ke
 backend, the previous path; ONNX Runtime, the default for bundles with a graph), each as a
 ratio to one bare forward pass of the same model over the same pixels measured in this run.
 
-    python benchmarks/startup.py [--sizes 128 2048] [--repeat 3] [--json out.json]
+    python benchmarks/startup.py [--sizes 128 2048] [--repeat 3] [--json out.json] [--module]
 
 Warm runs use the allocator setting `temtool segment` uses (`temtool.memory.keep_freed_memory`:
 freed micrograph-sized arrays are reused); ``--glibc-defaults`` measures them without it.
@@ -11,7 +11,9 @@ freed micrograph-sized arrays are reused); ``--glibc-defaults`` measures them wi
 Times are the best of ``--repeat`` runs (the machine's noise is one-sided); warm runs and
 bare passes alternate, so a slow spell of a shared machine weighs on both alike. "From the
 prompt" is a fresh `temtool` process writing every output (mask, probability, labels,
-overlay, particle table, histogram), with the shipped model chosen as a new user gets it.
+overlay, particle table, histogram), with the shipped model chosen as a new user gets it: the
+installed console script, with compiled-module caches as an installation has them
+(``--module``: ``python -m temtool.cli`` in this environment, as measured before 2026-12-01).
 """
 
 import argparse
@@ -47,9 +49,24 @@ def bare_models() -> dict:
     return {rt: b.inference_model(rt)[0] for rt in RUNTIMES}
 
 
-def from_prompt(f: Path, runtime: str, repeat: int, tmp: Path) -> float:
+def temtool_command(module: bool = False) -> list[str]:
+    """What a user types: the ``temtool`` console script installed beside this Python (else,
+    or with ``module``, ``python -m temtool.cli``)."""
+    script = Path(sys.executable).with_name("temtool")
+    return [str(script)] if script.is_file() and not module else [sys.executable, "-m", "temtool.cli"]
+
+
+def from_prompt(f: Path, runtime: str, repeat: int, tmp: Path, as_installed: bool = True) -> float:
+    """Best of ``repeat`` runs of the command. ``as_installed``: the console script, with
+    Python's compiled-module caches as an installation has them (pip compiles a regular
+    install's modules; an editable install's are compiled on first use, so one untimed run
+    comes first). Without it, ``python -m temtool.cli`` as before 2026-12-01 (seventh), which
+    compiled temtool's modules at every run where ``PYTHONDONTWRITEBYTECODE`` was set."""
     env = dict(os.environ, TEMTOOL_CACHE=str(tmp / "cache"))  # a new user: the shipped model
-    cmd = [sys.executable, "-m", "temtool.cli", "segment", str(f), "--out", str(tmp / f"p-{runtime}")]
+    if as_installed:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    cmd = temtool_command(module=not as_installed)
+    cmd += ["segment", str(f), "--out", str(tmp / f"p-{runtime}")]
     cmd += ["--runtime", "auto" if runtime == "onnx" else runtime, "--json"]
 
     def run():
@@ -57,6 +74,8 @@ def from_prompt(f: Path, runtime: str, repeat: int, tmp: Path) -> float:
         if r.returncode:
             raise RuntimeError(r.stderr[-2000:])
 
+    if as_installed:
+        run()
     return best(run, repeat)
 
 
@@ -83,6 +102,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 2048])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--module", action="store_true", help="from the prompt as python -m temtool.cli")
     allocator_option(ap)
     args = ap.parse_args()
     allocator = set_allocator(args.glibc_defaults)  # for the warm runs, as the command has it
@@ -95,7 +115,7 @@ def main() -> None:
             write_tiff(f, sim.image, 0.5)
             models, here = bare_models(), []
             for rt in RUNTIMES:
-                prompt = from_prompt(f, rt, args.repeat, tmp)
+                prompt = from_prompt(f, rt, args.repeat, tmp, as_installed=not args.module)
                 bare, inproc = warm_and_bare(f, sim.image, rt, models[rt], args.repeat, tmp)
                 here.append(
                     {
@@ -116,13 +136,16 @@ def main() -> None:
         b = r["bare_pass_s"]
         print(
             f"| {r['size_px']}x{r['size_px']} | {r['runtime']} | {b:.3f} s | {r['from_prompt_s']:.2f} s | "
-            f"{r['from_prompt_s'] / b:.1f}x | {r['warm_s']:.2f} s | {r['warm_s'] / b:.2f}x |"
+            f"{r['from_prompt_s'] / b:.2f}x | {r['warm_s']:.2f} s | {r['warm_s'] / b:.2f}x |"
         )
     print("\nratios are to the bare pass on the same runtime; Keras bare passes:", end=" ")
     print(
         ", ".join(f"{r['size_px']}: {r['bare_keras_pass_s']:.3f} s" for r in rows if r["runtime"] == "keras")
     )
-    report(args.json, rows=rows, allocator=allocator)
+    command = temtool_command(module=args.module)
+    caches = "" if args.module else " (compiled modules as installed)"
+    print(f"from the prompt: {' '.join(command)}{caches}")
+    report(args.json, rows=rows, allocator=allocator, command=command, as_installed=not args.module)
 
 
 if __name__ == "__main__":
