@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from temtool._env import process_defaults
+from temtool._env import SEGMENT_DEFAULTS, process_defaults
 
-process_defaults()  # as `temtool` sets them, before NumPy loads
+process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import allocator_option, machine, set_allocator  # noqa: E402
 

@@ -23,9 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from temtool._env import process_defaults
+from temtool._env import SEGMENT_DEFAULTS, process_defaults
 
-process_defaults()  # as `temtool` sets them, before NumPy loads
+USER_ENVIRONMENT = dict(os.environ)  # the commands from the prompt start from this, as a user's
+process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import allocator_option, best, report, set_allocator  # noqa: E402
@@ -62,7 +63,7 @@ def from_prompt(f: Path, runtime: str, repeat: int, tmp: Path, as_installed: boo
     install's modules; an editable install's are compiled on first use, so one untimed run
     comes first). Without it, ``python -m temtool.cli`` as before 2026-12-01 (seventh), which
     compiled temtool's modules at every run where ``PYTHONDONTWRITEBYTECODE`` was set."""
-    env = dict(os.environ, TEMTOOL_CACHE=str(tmp / "cache"))  # a new user: the shipped model
+    env = dict(USER_ENVIRONMENT, TEMTOOL_CACHE=str(tmp / "cache"))  # a new user: the shipped model
     if as_installed:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
     cmd = temtool_command(module=not as_installed)

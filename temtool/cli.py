@@ -431,7 +431,9 @@ def segment(
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
-    from temtool._env import defer_numpy_modules
+    from temtool._env import SEGMENT_DEFAULTS, defer_numpy_modules
+
+    process_defaults(SEGMENT_DEFAULTS)  # NumPy has not loaded yet (tested)
     from temtool.memory import keep_freed_memory, prefault, prefault_bytes
 
     # micrograph-sized arrays reused, not faulted in afresh; the first micrograph's working

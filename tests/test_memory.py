@@ -217,20 +217,30 @@ DEFERRED_AFTER_SEGMENT = textwrap.dedent(
         assert not e.code, e.code
     from temtool._env import DEFERRED_NUMPY_MODULES
     ran = [n for n in DEFERRED_NUMPY_MODULES if type(sys.modules[f"numpy.{n}"]).__name__ != "_LazyModule"]
-    print("ran:", *ran)
+    import numpy
+    print("huge pages:", numpy._core.multiarray._get_madvise_hugepage(), "ran:", *ran)
     """
 )
 
 
-def test_segment_leaves_numpy_modules_it_does_not_use_unloaded(tmp_path):
+def test_segment_leaves_numpy_modules_it_does_not_use_unloaded_and_huge_pages_off(tmp_path, monkeypatch):
     """SciPy's imports would load NumPy's f2py, testing, polynomial and ctypeslib; the
-    command defers them, and no step of a micrograph uses them."""
+    command defers them, and no step of a micrograph uses them. It starts NumPy without its
+    transparent-huge-page advice, unless the user's environment asks for it."""
     from temtool.data.simulate import config_for, simulate_image
 
     f = tmp_path / "m.tif"
     write_tiff(f, simulate_image(config_for("standard", pixel_size_nm=0.5), 128, seed=1).image, 0.5)
-    assert _python(DEFERRED_AFTER_SEGMENT, str(f), str(tmp_path / "out")).splitlines()[-1] == "ran:"
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    out = _python(DEFERRED_AFTER_SEGMENT, str(f), str(tmp_path / "out")).splitlines()[-1]
+    assert out == "huge pages: False ran:"
     assert (tmp_path / "out" / "m_mask.png").is_file()
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    assert (
+        _python(DEFERRED_AFTER_SEGMENT, str(f), str(tmp_path / "o2"))
+        .splitlines()[-1]
+        .startswith("huge pages: True")
+    )
 
 
 DEFERRED_IN_USE = textwrap.dedent(
