@@ -31,7 +31,7 @@ import threading
 __all__ = ["keep_freed_memory", "prefault", "prefault_bytes", "MAX_KEPT_BLOCK_BYTES", "MAX_PREFAULT_BYTES"]
 
 # blocks up to this size come from the heap and are kept there when freed: ONNX Runtime's arena
-# regions (256 and 512 MiB for a strip of a 2048x2048 micrograph), a 16384x16384 float32
+# regions (up to 512 MiB, for a 1104-row strip under a 1536x1536 px tile budget), a 16384x16384 float32
 # array; larger ones still get their own mapping, given back when freed
 MAX_KEPT_BLOCK_BYTES = 3 * 2**29
 _TRIM_BYTES = 2**31 - 1  # free memory at the heap's top given back only above this

@@ -89,7 +89,7 @@ class Segmenter:
     margin_px: int | None = None
     # at most 1280x1280 px a tile: a 2048x2048 micrograph goes in four 1104x1104 tiles, whose
     # network needs about 0.5 GB (two 1104-row strips under 1536x1536 px took 1.2 GB, one
-    # pass 2 GB: fresh memory is slow to fault in); as fast from the prompt, 2% slower warm
+    # pass 2 GB: fresh memory is slow to fault in); as fast from the prompt, 3-4% slower in a folder
     max_tile_px: int = 1280
     border_px: int = DEFAULT_BORDER_PX  # reflected border around the image (temtool.tiling)
     diameter_range_px: tuple[float, float] | None = None  # particle sizes the model was trained on
