@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -502,6 +503,40 @@ def test_folder_pipeline_gives_what_one_file_after_the_other_gives(small_bundle,
         masks = [read_mask(tmp_path / f"out{w}" / f"{stem}_mask.png") for w in (0, 2)]
         assert (masks[0] == masks[1]).all()
     assert not [p for p in (tmp_path / "out2").iterdir() if p.name.startswith(".")]
+
+
+def test_folder_pipeline_holds_a_bounded_number_of_micrographs(tmp_path, monkeypatch):
+    """However many files a folder has, the pipeline holds at most ``workers + 1``
+    micrographs being inferred or finished and two read ahead: memory stays bounded."""
+    import threading
+
+    from temtool import segment as S
+
+    n_files, workers = 12, 2
+    for i in range(n_files):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"m{i:02d}.tif").write_bytes(b"stand-in")
+    lock, held = threading.Lock(), {"now": 0, "max": 0}
+
+    def read(path, channel=None, frame=None):  # a micrograph enters memory
+        with lock:
+            held["now"] += 1
+            held["max"] = max(held["max"], held["now"])
+        return path
+
+    def finish(path, r, out, post, stem, t0):  # slow writers: the reader could run far ahead
+        time.sleep(0.03)
+        with lock:
+            held["now"] -= 1
+        return {"file": str(path), "output_stem": stem, "notes": []}
+
+    monkeypatch.setattr(S, "_read", read)
+    monkeypatch.setattr(S, "_infer", lambda path, mg, segmenter, **kw: {"path": path})
+    monkeypatch.setattr(S, "_finish", finish)
+    res = S.segment_files([str(tmp_path / "in")], tmp_path / "out", None, workers=workers)
+    assert [Path(r["file"]).name for r in res["results"]] == [f"m{i:02d}.tif" for i in range(n_files)]
+    assert held["now"] == 0
+    assert 3 <= held["max"] <= workers + 1 + 2  # overlapped, and bounded
 
 
 @pytest.mark.jax
