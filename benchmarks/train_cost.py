@@ -7,8 +7,9 @@ does the step's time go, and how far is 3,000 images/s).
     KERAS_BACKEND=jax python benchmarks/train_cost.py [--size 512] [--batch 32] [--networks 2:2,2]
         [--bandwidth-tb-s 3.35 4.8] [--measured 1177] [--json out.json]
 
-Needs the JAX backend (XLA's cost analysis of ``jax.jit(model.train_step)``). Nothing is
-trained: the step is compiled for the device at hand and its cost read. On a CPU the figures
+Needs the JAX backend (XLA's cost analysis of ``jax.jit(model.train_step)``). The step is
+compiled for the device at hand and its cost read; nothing runs at full size (one step on two
+64x64 images of zeros builds the optimizer's and metrics' state). On a CPU the figures
 come from XLA's CPU compiler, whose fusions differ from the GPU's, so the traffic is an
 estimate; the activation sizes do not depend on the device. The default bandwidths are one
 H100 SXM's and one H200's (3.35 and 4.8 TB/s HBM).
@@ -76,7 +77,9 @@ def step_cost(arch: Architecture, precision: str, size: int, batch: int) -> dict
             "mb_accessed_per_image": float(cost.get("bytes accessed", 0.0)) / batch / 1e6,
             "forward_activations_mb_per_image": act / 1e6,
             "layers_writing_activations": layers,
-            "convolutions_in_step": hlo.count(" convolution("),
+            # XLA's own convolutions (CPU), or the cuDNN calls they become on a GPU
+            "convolutions_in_step": hlo.count(" convolution(")
+            + hlo.count('custom_call_target="__cudnn$conv'),
             "fusions_in_step": hlo.count(" fusion("),
         }
     finally:
