@@ -44,13 +44,13 @@ if [ "$quick" = 1 ]; then
   step folder python benchmarks/folder_speed.py --n 2 --size 256 --workers 2
   step segment python benchmarks/segment_speed.py --sizes 256 --repeat 1
   step train_cost python benchmarks/train_cost.py --size 64 --batch 4 --precisions float32 \
-    --json "$out/train_cost.json"
+    --without-batchnorm --json "$out/train_cost.json"
 else
   step model_stage python benchmarks/model_stage.py --tile 512 --batch 32 --batches 8 --json "$out/model_stage.json"
   step train python benchmarks/train_throughput.py --size 512 --batch 32 --n 1024 --epochs 3 \
     --networks 2:2,2 --precisions float32,mixed --out "$out/train.json"
   step folder python benchmarks/folder_speed.py --n 8 --size 2048 --workers 8 --runtime keras
   step segment python benchmarks/segment_speed.py --sizes 2048 --tta --repeat 2
-  step train_cost python benchmarks/train_cost.py --json "$out/train_cost.json"
+  step train_cost python benchmarks/train_cost.py --without-batchnorm --json "$out/train_cost.json"
 fi
 echo "== done: $(ls "$out")"

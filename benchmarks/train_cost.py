@@ -5,7 +5,10 @@ images/s for a GPU's memory bandwidth, beside a measured rate (issue 13, item 5:
 does the step's time go, and how far is 3,000 images/s).
 
     KERAS_BACKEND=jax python benchmarks/train_cost.py [--size 512] [--batch 32] [--networks 2:2,2]
-        [--bandwidth-tb-s 3.35 4.8] [--measured 1177] [--json out.json]
+        [--bandwidth-tb-s 3.35 4.8] [--measured 1177] [--without-batchnorm] [--json out.json]
+
+``--without-batchnorm`` also reads the step of the same network with its batch normalisations
+replaced by the identity: what batch norm costs, for the profile (not a network to train).
 
 Needs the JAX backend (XLA's cost analysis of ``jax.jit(model.train_step)``). The step is
 compiled for the device at hand and its cost read; nothing runs at full size (one step on two
@@ -28,13 +31,16 @@ from temtool.arch import Architecture, build_resunet, count_params  # noqa: E402
 from temtool.train import TrainConfig, compile_model, gpu_info  # noqa: E402
 
 
-def activation_bytes(arch: Architecture, size: int, itemsize: int) -> tuple[int, int]:
+def activation_bytes(arch: Architecture, size: int, itemsize: int, batchnorm: bool = True) -> tuple[int, int]:
     """Bytes of the outputs one forward pass writes for one ``size`` x ``size`` image (every
-    layer's output, input excluded), and the number of layers that write one."""
+    layer's output, input excluded), and the number of layers that write one (an identity
+    in place of a batch norm writes nothing)."""
     model = build_resunet(arch, input_shape=(size, size))
     total, n = 0, 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if not batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             continue
         for out in keras.tree.flatten(layer.output):
             total += int(np.prod(out.shape[1:])) * itemsize
@@ -42,14 +48,33 @@ def activation_bytes(arch: Architecture, size: int, itemsize: int) -> tuple[int,
     return total, n
 
 
-def step_cost(arch: Architecture, precision: str, size: int, batch: int) -> dict:
+def without_batchnorm(model: keras.Model) -> keras.Model:
+    """The same network with every batch normalisation replaced by the identity: not a
+    network to train, only the step's cost without batch norm, for the profile."""
+
+    class Identity(keras.layers.Layer):
+        def call(self, x, mask=None):
+            return x
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def step_cost(arch: Architecture, precision: str, size: int, batch: int, batchnorm: bool = True) -> dict:
     """XLA's cost analysis of Keras's train step (forward, loss, gradients, Adam update,
-    metrics) for one batch, per image."""
+    metrics) for one batch, per image; ``batchnorm=False``: of the network without its batch
+    normalisations (:func:`without_batchnorm`)."""
     import jax
 
     keras.config.set_dtype_policy(precision)
     try:
         model = build_resunet(arch)
+        if not batchnorm:
+            model = without_batchnorm(model)
         compile_model(model, TrainConfig(batch_size=batch, precision=precision))
         x = np.zeros((2, 64, 64, 1), np.float32)
         model.fit(x, np.zeros((2, 64, 64), np.uint8), batch_size=2, epochs=1, verbose=0)  # builds all state
@@ -68,11 +93,12 @@ def step_cost(arch: Architecture, precision: str, size: int, batch: int) -> dict
         cost = cost[0] if isinstance(cost, list) else cost
         hlo = compiled.as_text()
         itemsize = 2 if precision.startswith("mixed") else 4
-        act, layers = activation_bytes(arch, size, itemsize)
+        act, layers = activation_bytes(arch, size, itemsize, batchnorm)
         return {
             "network": arch.label(),
             "params": count_params(arch),
             "precision": precision,
+            "batchnorm": batchnorm,
             "gflop_per_image": float(cost.get("flops", 0.0)) / batch / 1e9,
             "mb_accessed_per_image": float(cost.get("bytes accessed", 0.0)) / batch / 1e6,
             "forward_activations_mb_per_image": act / 1e6,
@@ -94,6 +120,9 @@ def main() -> None:
     ap.add_argument("--precisions", default="float32,mixed_bfloat16")
     ap.add_argument("--bandwidth-tb-s", type=float, nargs="+", default=[3.35, 4.8])
     ap.add_argument("--measured", type=float, default=None, help="a measured images/s to set beside")
+    ap.add_argument(
+        "--without-batchnorm", action="store_true", help="also the step without batch norm (for the profile)"
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if keras.backend.backend() != "jax":
@@ -104,15 +133,18 @@ def main() -> None:
     for spec in args.networks.split(";"):
         depth, pools = spec.split(":")
         arch = Architecture.create(depth=int(depth), pool=pools, filters=4)
-        for precision in args.precisions.split(","):
-            r = step_cost(arch, precision, args.size, args.batch)
+        for precision, batchnorm in [
+            (p, bn) for p in args.precisions.split(",") for bn in (True, False)[: 1 + args.without_batchnorm]
+        ]:
+            r = step_cost(arch, precision, args.size, args.batch, batchnorm)
             r["ceiling_img_s_at_bandwidth"] = {
                 f"{bw:g} TB/s": bw * 1e12 / (r["mb_accessed_per_image"] * 1e6) for bw in args.bandwidth_tb_s
             }
             rows.append(r)
             ceilings = ", ".join(f"{v:,.0f} img/s at {k}" for k, v in r["ceiling_img_s_at_bandwidth"].items())
             print(
-                f"{r['network']:24s} {precision:15s} {r['gflop_per_image']:.2f} GFLOP/image, "
+                f"{r['network'] + ('' if batchnorm else ' no BN'):30s} {precision:15s} "
+                f"{r['gflop_per_image']:.2f} GFLOP/image, "
                 f"{r['mb_accessed_per_image']:.0f} MB accessed/image (forward activations "
                 f"{r['forward_activations_mb_per_image']:.1f} MB, "
                 f"{r['layers_writing_activations']} layers); "
@@ -120,7 +152,7 @@ def main() -> None:
                 f"memory-bound ceiling {ceilings}",
                 flush=True,
             )
-            if args.measured:
+            if args.measured and batchnorm:  # the measured rate is the network's as built
                 mb = r["mb_accessed_per_image"]
                 print(
                     f"  at the measured {args.measured:,.0f} img/s: "
