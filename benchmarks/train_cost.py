@@ -11,8 +11,8 @@ does the step's time go, and how far is 3,000 images/s).
 replaced by the identity: what batch norm costs, for the profile (not a network to train).
 
 Needs the JAX backend (XLA's cost analysis of ``jax.jit(model.train_step)``). The step is
-compiled for the device at hand and its cost read; nothing runs at full size (one step on two
-64x64 images of zeros builds the optimizer's and metrics' state). On a CPU the figures
+compiled for the device at hand and its cost read; nothing runs at full batch size (one step
+on two images of zeros builds the optimizer's and metrics' state). On a CPU the figures
 come from XLA's CPU compiler, whose fusions differ from the GPU's, so the traffic is an
 estimate; the activation sizes do not depend on the device. The default bandwidths are one
 H100 SXM's and one H200's (3.35 and 4.8 TB/s HBM).
@@ -31,37 +31,37 @@ from temtool.arch import Architecture, build_resunet, count_params  # noqa: E402
 from temtool.train import TrainConfig, compile_model, gpu_info  # noqa: E402
 
 
-def activation_bytes(arch: Architecture, size: int, itemsize: int, batchnorm: bool = True) -> tuple[int, int]:
-    """Bytes of the outputs one forward pass writes for one ``size`` x ``size`` image (every
-    layer's output, input excluded), and the number of layers that write one (an identity
-    in place of a batch norm writes nothing)."""
-    model = build_resunet(arch, input_shape=(size, size))
-    total, n = 0, 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if not batchnorm and isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        for out in keras.tree.flatten(layer.output):
-            total += int(np.prod(out.shape[1:])) * itemsize
-            n += 1
-    return total, n
+class _Identity(keras.layers.Layer):
+    """What stands in for a batch normalisation in :func:`without_batchnorm`: writes nothing."""
+
+    def call(self, x, mask=None):
+        return x
 
 
 def without_batchnorm(model: keras.Model) -> keras.Model:
     """The same network with every batch normalisation replaced by the identity: not a
     network to train, only the step's cost without batch norm, for the profile."""
 
-    class Identity(keras.layers.Layer):
-        def call(self, x, mask=None):
-            return x
-
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return Identity(name=layer.name)
+            return _Identity(name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
     return keras.models.clone_model(model, clone_function=clone)
+
+
+def activation_bytes(model: keras.Model, itemsize: int) -> tuple[int, int]:
+    """Bytes of the outputs one forward pass of ``model`` (built for a fixed image size)
+    writes for one image (every layer's output, input and identities excluded), and the
+    number of layers that write one."""
+    total, n = 0, 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.InputLayer, _Identity)):
+            continue
+        for out in keras.tree.flatten(layer.output):
+            total += int(np.prod(out.shape[1:])) * itemsize
+            n += 1
+    return total, n
 
 
 def step_cost(arch: Architecture, precision: str, size: int, batch: int, batchnorm: bool = True) -> dict:
@@ -72,12 +72,14 @@ def step_cost(arch: Architecture, precision: str, size: int, batch: int, batchno
 
     keras.config.set_dtype_policy(precision)
     try:
-        model = build_resunet(arch)
+        model = build_resunet(arch, input_shape=(size, size))
         if not batchnorm:
             model = without_batchnorm(model)
         compile_model(model, TrainConfig(batch_size=batch, precision=precision))
-        x = np.zeros((2, 64, 64, 1), np.float32)
-        model.fit(x, np.zeros((2, 64, 64), np.uint8), batch_size=2, epochs=1, verbose=0)  # builds all state
+        x = np.zeros((2, size, size, 1), np.float32)
+        model.fit(
+            x, np.zeros((2, size, size), np.uint8), batch_size=2, epochs=1, verbose=0
+        )  # builds all state
         state = (
             [v.value for v in model.trainable_variables],
             [v.value for v in model.non_trainable_variables],
@@ -93,7 +95,7 @@ def step_cost(arch: Architecture, precision: str, size: int, batch: int, batchno
         cost = cost[0] if isinstance(cost, list) else cost
         hlo = compiled.as_text()
         itemsize = 2 if precision.startswith("mixed") else 4
-        act, layers = activation_bytes(arch, size, itemsize, batchnorm)
+        act, layers = activation_bytes(model, itemsize)
         return {
             "network": arch.label(),
             "params": count_params(arch),
