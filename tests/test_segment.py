@@ -513,8 +513,8 @@ def test_folder_pipeline_holds_a_bounded_number_of_micrographs(tmp_path, monkeyp
     from temtool import segment as S
 
     n_files, workers = 12, 2
+    (tmp_path / "in").mkdir()
     for i in range(n_files):
-        (tmp_path / "in").mkdir(exist_ok=True)
         (tmp_path / "in" / f"m{i:02d}.tif").write_bytes(b"stand-in")
     lock, held = threading.Lock(), {"now": 0, "max": 0}
 
