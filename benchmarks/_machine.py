@@ -48,13 +48,15 @@ def report(json_path: str | None, **results) -> None:
 
 def allocator_option(ap) -> None:
     """``--glibc-defaults``: run without the allocator setting `temtool segment` makes."""
-    ap.add_argument("--glibc-defaults", action="store_true", help="without temtool.memory.keep_freed_memory")
+    ap.add_argument(
+        "--glibc-defaults", action="store_true", help="without temtool.cli.process.keep_freed_memory"
+    )
 
 
 def set_allocator(glibc_defaults: bool) -> str:
-    """Keep freed memory as `temtool segment` does (``temtool.memory.keep_freed_memory``)
+    """Keep freed memory as `temtool segment` does (``temtool.cli.process.keep_freed_memory``)
     unless ``glibc_defaults``; prints and returns which allocator setting the run has."""
-    from temtool.memory import keep_freed_memory
+    from temtool.cli.process import keep_freed_memory
 
     kept = not glibc_defaults and keep_freed_memory()
     setting = "keep_freed_memory" if kept else "glibc defaults"

@@ -23,8 +23,9 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from real_data import HELD_OUT, count, pairs  # noqa: E402
 
 from temtool.data.io import read_mask  # noqa: E402
-from temtool.metrics import binary_scores_np  # noqa: E402
-from temtool.segment import ModelChooser, segment_file  # noqa: E402
+from temtool.inference.choice import ModelChooser
+from temtool.inference.pipeline import SegmentOptions, segment_file  # noqa: E402
+from temtool.study.metrics import binary_scores_np  # noqa: E402
 
 
 def draw(x: np.ndarray, kind: str) -> np.ndarray:
@@ -78,7 +79,7 @@ def main() -> None:
                 f = tmp / f"{name}.png"
                 Image.fromarray(np.clip(draw(img, kind), 0, 255).astype(np.uint8)).save(f)
                 for ignore in (True, False):
-                    r = segment_file(f, tmp / "out", chooser, ignore_annotations=ignore)
+                    r = segment_file(f, tmp / "out", chooser, SegmentOptions(ignore_annotations=ignore))
                     pred = read_mask(tmp / "out" / f"{name}_mask.png")
                     dice = binary_scores_np(truth, pred)["dice"]
                     rows.setdefault((kind, ignore), []).append((dice, r["particles"], n_true))

@@ -1,6 +1,6 @@
 """What `temtool segment` does after the network, piece by piece, on a simulated micrograph's
 probability map: the Gaussian smoothing of post-processing (SciPy's against
-`temtool.measure.gaussian_filter`, which gives the same values), the whole post-processing,
+`temtool.image.filters.gaussian_filter`, which gives the same values), the whole post-processing,
 particle measurement, the overlay's grey image, and the size histogram drawn with Pillow
 against what importing and drawing it with Matplotlib costs in a fresh process.
 
@@ -21,7 +21,8 @@ from _machine import best, report  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
-from temtool.measure import PostProcessing, gaussian_filter, measure_particles  # noqa: E402
+from temtool.image.filters import gaussian_filter  # noqa: E402
+from temtool.inference.measure import PostProcessing, measure_particles
 
 
 def fresh(code: str, repeat: int = 3) -> float:
@@ -42,7 +43,7 @@ def probability_map(size: int) -> np.ndarray:
 
 
 def time_size(size: int, repeat: int) -> dict:
-    from temtool.segment import _overlay_grey
+    from temtool.inference.outputs import overlay_grey
 
     prob = probability_map(size)
     assert np.array_equal(ndi.gaussian_filter(prob, 1.0), gaussian_filter(prob, 1.0))
@@ -55,7 +56,7 @@ def time_size(size: int, repeat: int) -> dict:
         "temtool_gaussian_s": best(lambda: gaussian_filter(prob, 1.0), repeat),
         "postprocessing_s": best(lambda: post.apply(prob, 0.5), repeat),
         "measurement_s": best(lambda: measure_particles(mask, 0.5, 1, 0), repeat),
-        "overlay_grey_s": best(lambda: _overlay_grey(image), repeat),
+        "overlay_grey_s": best(lambda: overlay_grey(image), repeat),
     }
 
 
@@ -78,7 +79,7 @@ def main() -> None:
             f"| {ms['overlay_grey_s']:.1f} ms |"
         )
     draw = (
-        "import numpy as np; from temtool.histogram import histogram_png; "
+        "import numpy as np; from temtool.inference.histogram import histogram_png; "
         "histogram_png('/dev/null', np.random.default_rng(0).normal(12, 2, 200), 'd (nm)', title='n = 200')"
     )
     mpl = (

@@ -6,7 +6,7 @@ measure and write), the same files, model and outputs, in one run.
 
 Prints seconds per micrograph for each, the peak resident memory of the process, and the
 machine. The process keeps freed memory as `temtool segment` does
-(`temtool.memory.keep_freed_memory`) unless ``--glibc-defaults``.
+(`temtool.cli.process.keep_freed_memory`) unless ``--glibc-defaults``.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from temtool._env import SEGMENT_DEFAULTS, process_defaults
+from temtool.cli.process import SEGMENT_DEFAULTS, process_defaults  # noqa: E402
 
 process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
@@ -25,7 +25,8 @@ from _machine import allocator_option, machine, set_allocator  # noqa: E402
 
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
-from temtool.segment import ModelChooser, segment_files  # noqa: E402
+from temtool.inference.choice import ModelChooser  # noqa: E402
+from temtool.inference.pipeline import segment_files  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "temtool" / "pretrained" / "standard"
 

@@ -18,10 +18,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
-from temtool.baselines import contrast_sd, fourier_segment, otsu_sweep  # noqa: E402
 from temtool.data.dataset import STUDY_HRTEM_NM_PER_PX, STUDY_STANDARD_NM_PER_PX  # noqa: E402
 from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch  # noqa: E402
-from temtool.protocol import hard_dice  # noqa: E402
+from temtool.inference.classical import fourier_segment  # noqa: E402
+from temtool.study.baselines import contrast_sd, otsu_sweep
+from temtool.study.protocol import hard_dice  # noqa: E402
 
 SIGMAS_PX = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 # The study's five labelled real patches (shared/docs/real-hrtem-statistics.md)

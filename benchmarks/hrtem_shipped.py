@@ -1,6 +1,6 @@
 """The shipped models and the model choice on HRTEM at the study's geometry: 12 micrographs
 of the calibrated HRTEM simulation (5 nm Au, 0.02152 nm/px, 512x512, pixel size given), which
-model `temtool segment` picks for each (temtool.regime.classify), and the Dice of both shipped
+model `temtool segment` picks for each (temtool.inference.regime.classify), and the Dice of both shipped
 models and of Gaussian + Otsu (sigma 12 px, the calibration's best) on each.
 
     python benchmarks/hrtem_shipped.py [--also NAME=BUNDLE ...]
@@ -14,12 +14,12 @@ import sys
 
 import numpy as np
 
-from temtool.baselines import otsu_segment
 from temtool.data.dataset import STUDY_HRTEM_NM_PER_PX as PX
 from temtool.data.simulate import config_for, simulate_image
-from temtool.measure import PostProcessing
-from temtool.regime import classify
-from temtool.segment import Segmenter
+from temtool.inference.classical import otsu_segment
+from temtool.inference.measure import PostProcessing
+from temtool.inference.regime import classify
+from temtool.inference.segmenter import Segmenter
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "temtool", "pretrained")
 ap = argparse.ArgumentParser()

@@ -1,6 +1,6 @@
 """The model stage of `temtool segment`, in 512x512 tiles per second: the previous host path
 (``predict_on_batch`` per TTA member, transforms and sigmoid in NumPy) against the compiled
-device path of the Keras runtime (:class:`temtool.runtime.CompiledForward`), and ONNX Runtime,
+device path of the Keras runtime (:class:`temtool.inference.compiled.CompiledForward`), and ONNX Runtime,
 side by side in one run, with and without 8-fold TTA.
 
     python benchmarks/model_stage.py [--tile 512] [--batch 32] [--batches 8] [--json out.json]
@@ -19,13 +19,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import report  # noqa: E402
 
-from temtool._quiet import start_backend  # noqa: E402
+from temtool.backend import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.bundle import load_bundle  # noqa: E402
-from temtool.segment import Segmenter  # noqa: E402
-from temtool.train import gpu_info  # noqa: E402
+from temtool.inference.segmenter import Segmenter  # noqa: E402
+from temtool.model.bundle import load_bundle  # noqa: E402
+from temtool.study.train import gpu_info  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "temtool" / "pretrained" / "standard"
 

@@ -24,15 +24,17 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
 
-from temtool._quiet import start_backend  # noqa: E402
+from temtool.backend import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.baselines import best_otsu_sigma, otsu_segment  # noqa: E402
 from temtool.data.io import read_image, read_mask, write_tiff  # noqa: E402
-from temtool.measure import PostProcessing, measure_particles  # noqa: E402
-from temtool.metrics import binary_scores_np  # noqa: E402
-from temtool.segment import ModelChooser, segment_file  # noqa: E402
+from temtool.inference.choice import ModelChooser  # noqa: E402
+from temtool.inference.classical import otsu_segment  # noqa: E402
+from temtool.inference.measure import PostProcessing, measure_particles  # noqa: E402
+from temtool.inference.pipeline import segment_file  # noqa: E402
+from temtool.study.baselines import best_otsu_sigma  # noqa: E402
+from temtool.study.metrics import binary_scores_np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT = ROOT / "examples" / "data" / "real-tem"
@@ -153,8 +155,8 @@ def randomised(model: str | None, n: int) -> None:
     """The shipped default (model choice included) against Gaussian + Otsu on domain-randomised
     micrographs (256x256, seeds 10000+): Otsu's sigma chosen on another n (seeds 20000+), as
     for a real set, and at each image's own best sigma (an oracle no user has)."""
-    from temtool.baselines import OTSU_SIGMAS_PX
     from temtool.data.randomise import randomised_batch
+    from temtool.study.baselines import OTSU_SIGMAS_PX
 
     def otsu_table(seed):
         return [

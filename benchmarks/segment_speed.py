@@ -18,15 +18,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
 
-from temtool._quiet import start_backend  # noqa: E402
+from temtool.backend import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.bundle import load_bundle  # noqa: E402
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
-from temtool.segment import Segmenter, segment_file  # noqa: E402
-from temtool.train import gpu_info  # noqa: E402
+from temtool.inference.pipeline import segment_file  # noqa: E402
+from temtool.inference.segmenter import Segmenter  # noqa: E402
+from temtool.model.bundle import load_bundle  # noqa: E402
+from temtool.study.train import gpu_info  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "temtool" / "pretrained" / "standard"
 
@@ -61,7 +62,7 @@ def main():
                 true_d = [p["diameter_nm"] for p in sim.particles if not p["touches_border"]]
                 print(
                     f"{size}x{size} tta={tta!s:5s}: {t:6.2f} s  {size * size / 1e6 / t:6.2f} Mpx/s  "
-                    f"tiles {seg.info['tiles']} x {'x'.join(map(str, seg.info['tile_px']))} px  "
+                    f"tiles {res['tiling']['tiles']} x {'x'.join(map(str, res['tiling']['tile_px']))} px  "
                     f"| particles {res['particles']} "
                     f"(truth {len(sim.particles)}), median diameter {res['diameter_median']:.1f} nm "
                     f"(truth {np.median(true_d):.1f} nm)",

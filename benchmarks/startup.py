@@ -5,7 +5,7 @@ ratio to one bare forward pass of the same model over the same pixels measured i
 
     python benchmarks/startup.py [--sizes 128 2048] [--repeat 3] [--json out.json] [--module]
 
-Warm runs use the allocator setting `temtool segment` uses (`temtool.memory.keep_freed_memory`:
+Warm runs use the allocator setting `temtool segment` uses (`temtool.cli.process.keep_freed_memory`:
 freed micrograph-sized arrays are reused); ``--glibc-defaults`` measures them without it.
 
 Times are the best of ``--repeat`` runs (the machine's noise is one-sided); warm runs and
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from temtool._env import SEGMENT_DEFAULTS, process_defaults
+from temtool.cli.process import SEGMENT_DEFAULTS, process_defaults  # noqa: E402
 
 USER_ENVIRONMENT = dict(os.environ)  # the commands from the prompt start from this, as a user's
 process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
@@ -31,14 +31,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 from _machine import allocator_option, best, report, set_allocator  # noqa: E402
 
-from temtool._quiet import start_backend  # noqa: E402
+from temtool.backend import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.bundle import load_bundle  # noqa: E402
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
-from temtool.segment import ModelChooser, segment_file  # noqa: E402
+from temtool.inference.choice import ModelChooser  # noqa: E402
+from temtool.inference.pipeline import segment_file  # noqa: E402
+from temtool.model.bundle import load_bundle  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "temtool" / "pretrained" / "standard"
 RUNTIMES = ("keras", "onnx")

@@ -27,8 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _machine import report  # noqa: E402
 
-from temtool.arch import Architecture, build_resunet, count_params  # noqa: E402
-from temtool.train import TrainConfig, compile_model, gpu_info  # noqa: E402
+from temtool.model.architecture import Architecture, build_resunet, count_params  # noqa: E402
+from temtool.study.train import TrainConfig, compile_model, gpu_info  # noqa: E402
 
 
 class _Identity(keras.layers.Layer):

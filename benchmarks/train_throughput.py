@@ -21,8 +21,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
 
-from temtool.arch import Architecture, build_resunet, count_params  # noqa: E402
-from temtool.train import DeviceDihedral, DihedralFeeder, TrainConfig, compile_model, gpu_info  # noqa: E402
+from temtool.model.architecture import Architecture, build_resunet, count_params  # noqa: E402
+from temtool.study.train import DeviceDihedral, DihedralFeeder, TrainConfig, compile_model, gpu_info  # noqa: E402
 
 NETWORKS = [("2", "2,2"), ("2", "8,8"), ("4", "2,2,2,2")]
 

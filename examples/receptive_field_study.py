@@ -2,7 +2,7 @@
 complexity (depth), for standard TEM and HRTEM, with the tuned classical baselines as
 horizontal lines.
 
-Protocol (temtool.protocol): each network's epoch and kept seed are chosen on validation;
+Protocol (temtool.study.protocol): each network's epoch and kept seed are chosen on validation;
 the plotted number is test-split hard Dice, mean +- sd over seeds (95% interval in the CSV);
 Gaussian + Otsu has its smoothing chosen on validation, the Fourier filter (HRTEM) too.
 
@@ -30,8 +30,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from temtool.train import TrainConfig  # noqa: E402
-from temtool.tune import RESULT_COLUMNS, SearchSpace, TuneConfig, tune  # noqa: E402
+from temtool.study.train import TrainConfig  # noqa: E402
+from temtool.study.tune import RESULT_COLUMNS, SearchSpace, TuneConfig, tune  # noqa: E402
 
 FIG = Path(__file__).resolve().parent / "figures"
 # depth 3 and 4: pool sequences whose study-formula RF spans the depth-2 range (44-392 px)
@@ -100,7 +100,7 @@ def plot_series(ax, rows: list[dict], label: str) -> None:
 
 
 def plot_baselines(ax, baselines: dict) -> list[str]:
-    """The tuned baselines (temtool.protocol.baselines) as horizontal lines; their names."""
+    """The tuned baselines (temtool.study.protocol.baselines) as horizontal lines; their names."""
     drawn = []
     for name, style in (("otsu", ("k", "--")), ("fourier", ("0.45", ":"))):
         if name in baselines:

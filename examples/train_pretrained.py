@@ -40,18 +40,20 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from temtool._quiet import start_backend  # noqa: E402
+from temtool.backend import start_backend  # noqa: E402
 
 start_backend()
 
-from temtool.arch import Architecture  # noqa: E402
-from temtool.baselines import best_otsu_sigma, otsu_segment  # noqa: E402
 from temtool.data.dataset import BUILTIN, load_dataset, write_simulated_dataset  # noqa: E402
 from temtool.data.io import read_image, read_mask, write_png, write_tiff  # noqa: E402
 from temtool.data.randomise import CROWDED, RANGES, randomised_batch  # noqa: E402
-from temtool.metrics import binary_scores_np  # noqa: E402
-from temtool.segment import Segmenter, resample  # noqa: E402
-from temtool.train import TrainConfig, fit, save_training, train  # noqa: E402
+from temtool.image.resample import resample  # noqa: E402
+from temtool.inference.classical import otsu_segment  # noqa: E402
+from temtool.inference.segmenter import Segmenter  # noqa: E402
+from temtool.model.architecture import Architecture  # noqa: E402
+from temtool.study.baselines import best_otsu_sigma  # noqa: E402
+from temtool.study.metrics import binary_scores_np  # noqa: E402
+from temtool.study.train import TrainConfig, fit, save_training, train  # noqa: E402
 
 OUT = HERE.parent / "temtool" / "pretrained"
 REAL = HERE.parent.parent / "shared" / "data" / "msa-seg-track-train"
@@ -144,7 +146,7 @@ def build_standard_dataset(
 
 def tune_architecture(root: Path, epochs: int) -> Architecture:
     """temtool's own tuner over depth and filters (pools of 2), a short budget."""
-    from temtool.tune import SearchSpace, TuneConfig, tune
+    from temtool.study.tune import SearchSpace, TuneConfig, tune
 
     cfg = TuneConfig(
         data=str(root),
@@ -168,7 +170,7 @@ def tune_architecture(root: Path, epochs: int) -> Architecture:
 def held_out_real_scores(bundle: Path, train_names: list[str]) -> dict:
     """Dice and particle counts of the model and of Gaussian + Otsu (sigma chosen on the
     training micrographs, in px: they have no calibration) on the held-out micrographs."""
-    from temtool.measure import PostProcessing, measure_particles
+    from temtool.inference.measure import PostProcessing, measure_particles
 
     seg = Segmenter.from_bundle(bundle)
     train = {k: v for k, v in real_pairs(REAL).items() if k in train_names}
@@ -224,7 +226,7 @@ def build_finetune_dataset(
 
 
 def train_standard(args) -> None:
-    from temtool.bundle import load_bundle
+    from temtool.model.bundle import load_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "standard"

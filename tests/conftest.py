@@ -5,8 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
-REAL_DATA = os.path.abspath(os.path.join(SHARED, "data", "msa-seg-track-train"))
+from tests.helpers import small_resunet  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -19,9 +18,9 @@ def _private_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path_factory.getbasetemp() / "temtool-cache"))
     yield
     if own:  # never touch a cache the caller chose
-        from temtool.data.dataset import cache_dir
+        from temtool.model.registry import last_model_file
 
-        (cache_dir() / "last_model.txt").unlink(missing_ok=True)
+        last_model_file().unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def rng():
 @pytest.fixture
 def run_cli(capsys):
     """Run the temtool CLI in-process; returns (exit code, stdout, stderr)."""
-    from temtool.cli import main
+    from temtool.cli.app import main
 
     def run(*args):
         code = 0
@@ -60,3 +59,12 @@ def small_data(tmp_path_factory):
         overrides={"pixel_size_nm": 0.5, "diameter_nm": 10.0, "particles_per_256px2": (16.0, 24.0)},
     )
     return d
+
+
+@pytest.fixture
+def small_bundle(tmp_path):
+    """A bundle of an untrained depth-2 network at 0.5 nm/px."""
+    from temtool.model.bundle import write_bundle
+
+    arch, model = small_resunet("2,2")
+    return write_bundle(tmp_path / "m", model, arch, pixel_size_nm=0.5)

@@ -15,6 +15,8 @@ and cached under ``$TEMTOOL_CACHE`` (default ``~/.cache/temtool``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -33,9 +35,16 @@ from temtool.data.io import (
     write_png,
     write_tiff,
 )
+from temtool.data.randomise import CROWDED, RANGES, randomised_batch
+from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 from temtool.errors import ParameterError, TemtoolError, check_positive
+from temtool.image.normalise import standardize
+from temtool.paths import cache_dir
 
 __all__ = [
+    "recipe",
+    "recipe_hash",
+    "builtin_recipe_hash",
     "BUILTIN",
     "Dataset",
     "dataset_name",
@@ -162,24 +171,6 @@ def split_stems(stems: list[str], split, seed: int | None = 0) -> dict[str, list
     }
 
 
-def cache_dir() -> Path:
-    """Where built-in datasets and other caches live."""
-    env = os.environ.get("TEMTOOL_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "temtool"
-
-
-def standardize(image: np.ndarray) -> np.ndarray:
-    """Per-image (or per-micrograph) standardisation to mean 0, std 1, as in the study.
-    float32 (statistics accumulated in float64); a constant image becomes zeros."""
-    x = np.asarray(image, np.float32)
-    mean = float(x.mean(dtype=np.float64))
-    s = float(x.std(dtype=np.float64))
-    return ((x - mean) / (s if s > 0 else 1.0)).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------ writing
 def write_simulated_dataset(
     out_dir: str | os.PathLike,
@@ -203,8 +194,6 @@ def write_simulated_dataset(
     TEM only; of the ``overrides`` only ``pixel_size_nm`` applies, fixing the sampling).
     Returns the dataset folder.
     """
-    from temtool.data.randomise import RANGES, randomised_batch
-    from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 
     out_dir = Path(out_dir)
     if n < 1:
@@ -255,6 +244,7 @@ def write_simulated_dataset(
             "name": out_dir.name,
             "source": "temtool simulate",
             "generator_version": GENERATOR_VERSION,
+            "recipe_hash": recipe_hash(regime, overrides, randomised),
             "regime": regime,
             "pixel_size_nm": px,
             "size_px": size,
@@ -281,13 +271,39 @@ def _jsonable(x):
     return x
 
 
+def recipe(regime: str, overrides: dict | None = None, randomised: bool = False) -> dict:
+    """What defines simulated data apart from its size, count and seed: the generator's
+    version and every parameter its images are drawn from (the regime's configuration after
+    ``overrides``, and for a randomised set the ranges of :mod:`temtool.data.randomise`)."""
+    out: dict = {"generator_version": GENERATOR_VERSION, "regime": regime}
+    if randomised:
+        out["randomise"] = {"ranges": RANGES, "crowded": CROWDED}
+        out["pixel_size_nm"] = (overrides or {}).get("pixel_size_nm")
+    else:
+        out["config"] = dataclasses.asdict(config_for(regime, **(overrides or {})))
+    return _jsonable(out)
+
+
+def recipe_hash(regime: str, overrides: dict | None = None, randomised: bool = False) -> str:
+    """A short hash of :func:`recipe`: it changes whenever a range or default it draws from
+    does. Datasets record it in dataset.json; results files record the one they used."""
+    text = json.dumps(recipe(regime, overrides, randomised), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def builtin_recipe_hash(name: str) -> str:
+    """:func:`recipe_hash` of the built-in dataset ``sim:NAME``."""
+    spec = BUILTIN[name]
+    return recipe_hash(spec["regime"], spec["overrides"], spec.get("randomised", False))
+
+
 def builtin_path(name: str) -> Path:
-    import hashlib
-
-    from temtool.data.simulate import GENERATOR_VERSION
-
-    spec = json.dumps(BUILTIN.get(name, {}), sort_keys=True, default=str).encode()
-    digest = hashlib.sha256(spec).hexdigest()[:8]  # a changed recipe is a new dataset
+    """The cache folder of ``sim:NAME``: keyed by its recipe (:func:`recipe_hash`) and its
+    size, count and notes, so a changed recipe is a new dataset and an old cache is never
+    served for it."""
+    spec = json.dumps(BUILTIN.get(name, {}), sort_keys=True, default=str)
+    key = builtin_recipe_hash(name) if name in BUILTIN else ""
+    digest = hashlib.sha256((key + spec).encode()).hexdigest()[:8]
     return cache_dir() / "datasets" / f"sim-{name}-g{GENERATOR_VERSION}-{digest}"
 
 

@@ -10,13 +10,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from temtool.errors import TemtoolError
+from temtool.errors import ParameterError, TemtoolError
 
 __all__ = [
     "atomic_dir",
@@ -303,7 +302,6 @@ def _split_stack(a: np.ndarray, path: Path, key: str) -> list[np.ndarray]:
 def check_writable(out: str | os.PathLike, param: str = "out_dir") -> Path:
     """Before any work: ``out`` must be a folder or not exist yet, and its nearest existing
     parent writable, or a :class:`ParameterError` naming ``param`` says why."""
-    from temtool.errors import ParameterError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -320,7 +318,6 @@ def check_writable(out: str | os.PathLike, param: str = "out_dir") -> Path:
 
 def check_new_folder(out: str | os.PathLike, overwrite: bool, param: str = "out_dir") -> Path:
     """:func:`check_writable`, and ``out`` empty or absent unless ``overwrite``."""
-    from temtool.errors import ParameterError
 
     out = check_writable(out, param)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -401,29 +398,9 @@ def _umask() -> int:
     return mask
 
 
-_STAGED = threading.local()  # set while a writer writes a file already under a temporary name
-
-
-@contextlib.contextmanager
-def staged_writes():
-    """Within this block (in this thread), :func:`atomic_write` writes straight to its path:
-    for callers that write to a temporary name themselves and rename it into place once a
-    whole set of files succeeded (``temtool.segment._Writes``), so no file is renamed twice."""
-    before = getattr(_STAGED, "on", False)
-    _STAGED.on = True
-    try:
-        yield
-    finally:
-        _STAGED.on = before
-
-
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see half a file
-    (inside :func:`staged_writes`, ``write(path)``: the caller renames)."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see half a file."""
     path = Path(path)
-    if getattr(_STAGED, "on", False):
-        write(path)
-        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
@@ -433,25 +410,38 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None = None) -> None:
-    """Write float32 TIFF; the pixel size goes into the ImageJ unit and resolution tags."""
+def _write(path: Path, write, atomic: bool) -> None:
+    if atomic:
+        atomic_write(path, write)
+    else:
+        write(path)
+
+
+def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None = None, atomic: bool = True) -> None:
+    """Write a TIFF: float data as float32, integer data as it is (label images). The pixel
+    size goes into the ImageJ unit and resolution tags (the one place temtool writes them),
+    except for 32-bit integers, which ImageJ TIFFs cannot hold. ``atomic``: under a
+    temporary name, then renamed (:func:`atomic_write`); else straight to ``path``."""
     import tifffile
 
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
     kw = {}
-    if pixel_size_nm:
+    if pixel_size_nm and (arr.dtype.kind == "f" or arr.dtype.itemsize <= 2):
         kw = {
             "imagej": True,
             "resolution": (1 / pixel_size_nm, 1 / pixel_size_nm),
             "metadata": {"unit": "nm"},
         }
-    atomic_write(Path(path), lambda p: tifffile.imwrite(p, np.asarray(data, np.float32), **kw))
+    _write(Path(path), lambda p: tifffile.imwrite(p, arr, **kw), atomic)
 
 
-def write_png(path: Path, data: np.ndarray) -> None:
-    """Write an integer image (uint8 or uint16) as PNG."""
+def write_png(path: Path, data: np.ndarray, atomic: bool = True) -> None:
+    """Write an integer image (uint8 or uint16) as PNG (``atomic``: see :func:`write_tiff`)."""
     from PIL import Image
 
     arr = np.asarray(data)
     if arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs uint8 or uint16, got {arr.dtype}")
-    atomic_write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG", compress_level=1))
+    _write(Path(path), lambda p: Image.fromarray(arr).save(p, format="PNG", compress_level=1), atomic)

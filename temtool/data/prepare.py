@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from temtool.data.dataset import check_split, split_stems, standardize
+from temtool.data.dataset import check_split, split_stems
 from temtool.data.io import (
     IMAGE_SUFFIXES,
     atomic_dir,
@@ -31,6 +31,7 @@ from temtool.data.io import (
     write_tiff,
 )
 from temtool.errors import ParameterError, TemtoolError, check_positive
+from temtool.image.normalise import standardize
 
 __all__ = ["Pair", "find_pairs", "remove_xrays", "prepare"]
 

@@ -1,0 +1,19 @@
+"""The ``temtool`` command line: the Typer app (:mod:`temtool.cli.app`), rich rendering
+(:mod:`temtool.cli.render`) and the settings of the command line's own process
+(:mod:`temtool.cli.process`)."""
+
+import sys
+
+from temtool.cli.process import configure_process
+
+__all__ = ["run"]
+
+
+def run() -> None:
+    """The ``temtool`` console script (and ``python -m temtool.cli``): the process settings
+    for the command about to run, then :func:`temtool.cli.app.main`. The app is imported
+    after the settings, because NumPy and OpenBLAS read theirs as they load."""
+    configure_process(sys.argv[1:])
+    from temtool.cli.app import main
+
+    main()

@@ -1,0 +1,5 @@
+"""``python -m temtool.cli``: the console script."""
+
+from temtool.cli import run
+
+run()

@@ -1,0 +1,398 @@
+"""Segmenting micrographs: files, folders and globs in, per micrograph a set of outputs and a
+summary out.
+
+Each micrograph goes through three stages that pass typed records: :func:`read_micrograph`
+(a :class:`temtool.data.io.Micrograph`), :func:`infer` (an :class:`Inferred`: the probability
+map and what was done to get it) and :func:`finish` (mask, measurement, outputs; the summary).
+:func:`segment_files` overlaps the stages across files with bounded memory and reports a
+failing file without stopping the rest. :class:`SegmentOptions` holds every option but the
+model; the segmenter (:class:`temtool.inference.segmenter.Segmenter`, or a
+:class:`temtool.inference.choice.ModelChooser`) is passed beside it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from temtool.data.io import IMAGE_SUFFIXES, Micrograph, check_writable, read_image
+from temtool.errors import ParameterError, TemtoolError
+from temtool.inference.annotations import mask_annotations
+from temtool.inference.classical import fourier_segment
+from temtool.inference.measure import PostProcessing, measure_particles, particle_columns
+from temtool.inference.outputs import (
+    OutputSet,
+    overlay_grey,
+    write_labels_tiff,
+    write_mask_png,
+    write_overlay_png,
+    write_particles_csv,
+    write_probability_tiff,
+    write_size_histogram,
+)
+from temtool.inference.segmenter import Segmenter
+
+__all__ = [
+    "POLARITIES",
+    "METHODS",
+    "SegmentOptions",
+    "Inferred",
+    "expand_inputs",
+    "output_stems",
+    "read_micrograph",
+    "infer",
+    "finish",
+    "segment_file",
+    "segment_files",
+]
+
+POLARITIES = ("dark", "bright")  # particles darker (bright-field TEM) or brighter (HAADF, dark field)
+METHODS = ("model", "fourier")  # the network, or the Bragg-filter baseline (no model)
+AU_D_SPACINGS_NM = (0.2355, 0.2039)  # Au {111} and {200}
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Every option of a segmentation run but the model.
+
+    ``pixel_size_nm``: overrides what the file says. ``post`` turns probabilities into the
+    mask (:class:`temtool.inference.measure.PostProcessing`). ``method``: ``model`` or
+    ``fourier`` (with ``d_spacing_nm``). ``channel``/``frame``: which plane of a colour image
+    or a stack. ``ignore_annotations``: find burned-in scale bars, labels and data bars
+    (:mod:`temtool.inference.annotations`), hide them from the model and keep them out of the
+    mask. ``polarity``: ``dark`` (particles darker than the background: bright-field TEM, what
+    the models learned) or ``bright`` (HAADF-STEM, dark field: the contrast is inverted first).
+    """
+
+    pixel_size_nm: float | None = None
+    post: PostProcessing = field(default_factory=PostProcessing)
+    method: str = "model"
+    d_spacing_nm: tuple[float, ...] = AU_D_SPACINGS_NM
+    channel: int | None = None
+    frame: int | None = None
+    ignore_annotations: bool = True
+    polarity: str = "dark"
+
+    def __post_init__(self):
+        if self.polarity not in POLARITIES:
+            raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {self.polarity!r}")
+        if self.method not in METHODS:
+            raise ParameterError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What the model stage (:func:`infer`) hands to :func:`finish`."""
+
+    image: np.ndarray  # the micrograph as read, (H, W)
+    pixel_size_nm: float | None
+    prob: np.ndarray  # (H, W) float32 particle probability
+    spread: np.ndarray | None  # (H, W) float32 TTA spread, or None
+    notes: tuple[str, ...]
+    annotation_px: int  # pixels of burned-in annotations kept out of the mask
+    model: str | None  # the bundle that ran (None: no model, --method fourier)
+    runtime: str | None
+    model_choice: str | None  # why that model
+    tiling: dict | None
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files from files, folders (their images) and globs; and (input, why) for those that
+    name nothing."""
+    files, failed = [], []
+    for p in paths:
+        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        if not matches:
+            failed.append((p, "no file matches this pattern"))
+        for m in matches:
+            q = Path(m)
+            if q.is_dir():
+                found = sorted(
+                    f
+                    for f in q.iterdir()
+                    if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+                )
+                if not found:
+                    failed.append((m, "folder holds no images"))
+                files.extend(found)
+            elif q.exists():
+                files.append(q)
+            else:
+                failed.append((m, "no such file"))
+    return files, failed
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """A distinct output name per input: the file stem, with the suffix (and then a number)
+    added where two inputs share a stem, so no result overwrites another."""
+    stems = [f.stem for f in files]
+    taken: set[str] = set()
+    out = []
+    for f, stem in zip(files, stems):
+        name = stem
+        if stems.count(stem) > 1:
+            name = f"{stem}_{f.suffix.lstrip('.').lower()}" if f.suffix else stem
+        base, i = name, 2
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def segment_file(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    segmenter: Segmenter | Callable | None = None,
+    options: SegmentOptions | None = None,
+    stem: str | None = None,
+) -> dict:
+    """Segment one micrograph and write into ``out_dir`` (as one set, named ``stem`` + suffix,
+    default the file's stem): mask, probability, instance labels, overlay, particle table,
+    size histogram and, with TTA, the per-pixel uncertainty (spread of the TTA members).
+    Returns its summary.
+
+    ``segmenter`` is a :class:`Segmenter`, or a function of the image's pixel size (nm, or
+    None) and the image returning one (a :class:`temtool.inference.choice.ModelChooser`), so
+    the model is chosen by what the image is without reading it twice; it may be None with
+    ``method="fourier"``. ``options``: :class:`SegmentOptions` (default: the defaults).
+    """
+    options = options or SegmentOptions()
+    t0 = time.perf_counter()
+    path = Path(path)
+    inferred = infer(path, read_micrograph(path, options), segmenter, options)
+    return finish(path, inferred, out_dir, options.post, stem, t0)
+
+
+def read_micrograph(path: Path, options: SegmentOptions) -> Micrograph:
+    """The read stage: the image plane the options select, and its pixel size if the file has one."""
+    return read_image(path, channel=options.channel, frame=options.frame)
+
+
+def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inferred:
+    """The model stage: the probability map of a read micrograph. Burned-in annotations
+    (:mod:`temtool.inference.annotations`) are filled before and set to background after,
+    unless ``options.ignore_annotations`` is False; ``polarity="bright"`` inverts the
+    contrast first."""
+    px = options.pixel_size_nm or mg.pixel_size_nm
+    image = mg.data
+    notes: list[str] = []
+    drawn = None
+    if options.ignore_annotations:
+        image, drawn = mask_annotations(image)
+        if drawn.any():
+            notes.append(
+                f"burned-in annotation (scale bar, label or data bar) of {int(drawn.sum())} px ignored"
+            )
+        else:
+            drawn = None
+    if options.polarity == "bright":  # the models and the threshold look for darker particles
+        image = np.float32(np.max(image)) + np.float32(np.min(image)) - np.asarray(image, np.float32)
+        notes.append("particles brighter than the background (--polarity bright): contrast inverted")
+    seg, spread, why, tiling = None, None, None, None
+    if options.method == "fourier":
+        if px is None:
+            raise TemtoolError(f"{path}: --method fourier needs the pixel size; pass --pixel-size")
+        prob = fourier_segment(image, px, options.d_spacing_nm).astype(np.float32)
+    else:
+        seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
+        why = getattr(segmenter, "reason", None)
+        result = seg.probability(image, px)
+        prob, spread, tiling = result.prob, result.spread, result.tiling
+        notes += result.notes
+    if drawn is not None:
+        prob = np.where(drawn, np.float32(0), prob)
+        spread = None if spread is None else np.where(drawn, np.float32(0), spread)
+    return Inferred(
+        image=mg.data,
+        pixel_size_nm=px,
+        prob=prob,
+        spread=spread,
+        notes=tuple(notes),
+        annotation_px=0 if drawn is None else int(drawn.sum()),
+        model=seg.name if seg else None,
+        runtime=seg.runtime if seg else None,
+        model_choice=why,
+        tiling=tiling,
+    )
+
+
+def finish(
+    path: Path,
+    r: Inferred,
+    out_dir,
+    post: PostProcessing | None = None,
+    stem: str | None = None,
+    t0: float = 0.0,
+) -> dict:
+    """The finish stage: mask, measurement and every output of an inferred micrograph; its
+    summary (``time_s`` counted from ``t0``, a :func:`time.perf_counter` value)."""
+    post = post or PostProcessing()
+    px, prob = r.pixel_size_nm, r.prob
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or path.stem
+    unit = "nm" if px else "px"
+    with OutputSet() as w:  # each output starts as soon as what it shows is ready
+        w.submit(write_probability_tiff, out / f"{stem}_prob.tif", prob, px)
+        grey = w.compute(overlay_grey, r.image)
+        if r.spread is not None:
+            w.submit(write_probability_tiff, out / f"{stem}_uncertainty.tif", r.spread, px)
+        mask, post_info = post.apply(prob, px)
+        w.submit(write_mask_png, out / f"{stem}_mask.png", mask)
+        labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
+        d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
+        w.submit(write_labels_tiff, out / f"{stem}_labels.tif", labels, px)
+        w.submit(write_overlay_png, out / f"{stem}_overlay.png", grey, labels)
+        w.submit(write_particles_csv, out / f"{stem}_particles.csv", rows, particle_columns(unit))
+        w.submit(write_size_histogram, out / f"{stem}_sizes.png", d, unit)
+    return {
+        "file": str(path),
+        "output_stem": stem,
+        "pixel_size_nm": px,
+        "model": r.model,
+        "runtime": r.runtime,
+        "model_choice": r.model_choice,
+        "particles": len(rows),
+        "particles_not_touching_border": len(d),
+        "diameter_mean": float(np.mean(d)) if d else None,
+        "diameter_sd": float(np.std(d)) if d else None,
+        "diameter_median": float(np.median(d)) if d else None,
+        "diameter_unit": unit,
+        "area_fraction": float(mask.mean()),
+        "annotation_px": r.annotation_px,
+        "postprocessing": post_info,
+        "time_s": time.perf_counter() - t0,
+        "notes": list(r.notes),
+        "tiling": r.tiling,
+        "outputs": str(out),
+    }
+
+
+def _failure(f: Path, e: BaseException) -> str:
+    """The reason a file failed, for the summary (without the file name it already carries)."""
+    if isinstance(e, TemtoolError):
+        msg = str(e)
+        return msg[len(str(f)) + 2 :] if msg.startswith(f"{f}: ") else msg
+    if isinstance(e, MemoryError):
+        return "not enough memory for this image"
+    return f"{type(e).__name__}: {e}"
+
+
+def _import_stages() -> None:
+    """Import the third-party modules the stages import when first used, once, before the
+    stages run in threads (two threads importing one package at once can see it half
+    initialised)."""
+    import skimage.measure  # noqa: F401
+    import skimage.morphology  # noqa: F401
+    import skimage.segmentation  # noqa: F401
+    import skimage.transform  # noqa: F401
+
+
+def segment_files(
+    paths: list[str],
+    out_dir: str | os.PathLike,
+    segmenter: Segmenter | Callable | None = None,
+    options: SegmentOptions | None = None,
+    on_file: Callable | None = None,
+    workers: int = 2,
+) -> dict:
+    """:func:`segment_file` over files, folders and globs. A file that fails (unreadable,
+    corrupt, anything) is recorded with its reason and the rest go on. ``on_file(i, n, result
+    or None, error or None)`` is called after each (``i`` files done so far). Returns
+    ``{"results", "failed": [{"file", "error"}], "n_inputs"}``, results in input order.
+
+    With several files and ``workers`` > 0 the stages overlap: one reader thread reads ahead
+    (at most two micrographs waiting), the model runs in this thread, and ``workers`` threads
+    post-process, measure and write (at most ``workers + 1`` micrographs in flight), so memory
+    stays bounded for any number of files. ONNX Runtime, NumPy, SciPy and the image writers
+    release the GIL for their heavy parts. ``workers=0``: one file after the other.
+    ``options``: :class:`SegmentOptions` (default: the defaults), checked before any file.
+    """
+    files, missing = expand_inputs(paths)
+    failed = [{"file": f, "error": why} for f, why in missing]
+    n_inputs = len(files) + len(failed)
+    out = check_writable(out_dir)  # created with the first result, so a bad option leaves nothing
+    if workers < 0:
+        raise ParameterError("workers", f"must be >= 0, got {workers}")
+    options = options or SegmentOptions()
+    stems = output_stems(files)
+    done: dict[int, dict] = {}
+    errors: dict[int, dict] = {}
+
+    def record(i: int, f: Path, result: dict | None, e: BaseException | None) -> None:
+        if isinstance(e, ParameterError):
+            raise e  # a bad option is wrong for every file: stop with one line
+        if e is not None:
+            errors[i] = {"file": str(f), "error": _failure(f, e)}
+        else:
+            if stems[i] != f.stem:
+                result["notes"].append(f"outputs named {stems[i]}_* (another input has the stem {f.stem!r})")
+            done[i] = result
+        if on_file:
+            on_file(len(done) + len(errors), len(files), result, errors.get(i))
+
+    if workers == 0 or len(files) < 2:
+        for i, f in enumerate(files):
+            try:
+                r = segment_file(f, out, segmenter, options, stems[i])
+            except Exception as e:  # one bad file must not end the batch
+                record(i, f, None, e)
+            else:
+                record(i, f, r, None)
+    else:
+        _pipeline(files, stems, out, segmenter, options, workers, record)
+    order = {str(f): i for i, f in enumerate(files)}
+    results = [done[i] for i in sorted(done)]
+    failed += sorted((errors[i] for i in errors), key=lambda e: order[e["file"]])
+    return {"results": results, "failed": failed, "n_inputs": n_inputs}
+
+
+def _pipeline(files, stems, out, segmenter, options: SegmentOptions, workers: int, record) -> None:
+    """Read ahead / infer here / finish in a pool (see :func:`segment_files`)."""
+    _import_stages()
+    pending = deque()  # (i, file, future of its finish), oldest first
+
+    def collect(block_until: int) -> None:
+        while len(pending) > block_until or (pending and pending[0][2].done()):
+            i, f, fut = pending.popleft()
+            try:
+                r = fut.result()
+            except Exception as e:
+                record(i, f, None, e)
+            else:
+                record(i, f, r, None)
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="temtool-read") as reader,
+        ThreadPoolExecutor(workers, thread_name_prefix="temtool-write") as writers,
+    ):
+        reads = deque(reader.submit(read_micrograph, files[i], options) for i in range(min(2, len(files))))
+        try:
+            for i, f in enumerate(files):
+                t0 = time.perf_counter()
+                read = reads.popleft()
+                if i + 2 < len(files):
+                    reads.append(reader.submit(read_micrograph, files[i + 2], options))
+                try:
+                    inferred = infer(f, read.result(), segmenter, options)
+                except Exception as e:
+                    record(i, f, None, e)
+                    continue
+                pending.append((i, f, writers.submit(finish, f, inferred, out, options.post, stems[i], t0)))
+                collect(block_until=workers)
+            collect(block_until=0)
+        except BaseException:  # Ctrl-C or a bad option: drop what has not started
+            for fut in reads:
+                fut.cancel()
+            for *_, fut in pending:
+                fut.cancel()
+            raise

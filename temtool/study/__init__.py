@@ -1,0 +1,2 @@
+"""The study: metrics, tuned baselines, the evaluation protocol, training, evaluation, the
+KerasTuner search and the receptive-field report."""

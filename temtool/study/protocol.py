@@ -1,0 +1,194 @@
+"""The one evaluation protocol every temtool number follows.
+
+- The epoch (and any setting) is chosen on the **validation** split; the number reported is
+  hard Dice on the **test** split, pooled over its images' pixels per image then averaged.
+- Over seeds: mean, sample standard deviation and a 95% confidence interval of the mean
+  (Student's t), :func:`seed_summary`.
+- Beside it, the classical baselines tuned the same way (:func:`baselines`): Gaussian + Otsu
+  with its smoothing chosen on the validation split (reported in px and nm), and for HRTEM the
+  Fourier (Bragg-annulus) filter with its smoothing chosen on validation too.
+- On simulated data, Dice per particle class (``fringed``, ``weak_fringe``, ``off_zone`` for
+  HRTEM), which the simulator records (:func:`class_dice`).
+
+Used by ``train`` (bundles), ``tune`` (tables, trial metrics), ``evaluate`` and the examples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from temtool.data.io import read_image
+from temtool.inference.classical import fourier_segment, otsu_segment
+from temtool.inference.segmenter import Segmenter
+from temtool.study.baselines import OTSU_SIGMAS_PX, best_otsu_sigma
+from temtool.study.metrics import binary_scores_np
+
+__all__ = [
+    "seed_summary",
+    "hard_dice",
+    "particle_classes",
+    "class_dice",
+    "score_split",
+    "baselines",
+    "FOURIER_SMOOTH_NM",
+]
+
+FOURIER_SMOOTH_NM = (0.25, 0.5, 1.0, 2.0)  # local fringe amplitude smoothing, chosen on val
+
+
+def seed_summary(values: Sequence[float]) -> dict:
+    """Mean, sample sd and 95% confidence interval of the mean (Student's t) of per-seed
+    scores; with one seed, sd 0 and no interval (``ci95`` None)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if v.size == 0:
+        return {"n": 0, "mean": None, "sd": None, "ci95": None}
+    if v.size == 1:
+        return {"n": 1, "mean": float(v[0]), "sd": 0.0, "ci95": None}
+    from scipy.stats import t
+
+    sd = float(v.std(ddof=1))
+    half = float(t.ppf(0.975, v.size - 1) * sd / math.sqrt(v.size))
+    m = float(v.mean())
+    return {"n": int(v.size), "mean": m, "sd": sd, "ci95": [m - half, m + half]}
+
+
+def hard_dice(mask_true: np.ndarray, mask_pred: np.ndarray) -> float:
+    """Hard Dice of one image, with the smoothing of 1 used by every temtool Dice (the
+    training metric, ``evaluate``): 1 when both masks are empty."""
+
+    return float(binary_scores_np(np.asarray(mask_true) > 0, np.asarray(mask_pred) > 0)["dice"])
+
+
+def particle_classes(ds, stems: Sequence[str]) -> dict[str, dict[str, np.ndarray]] | None:
+    """Per image, a boolean map of each particle class, from a simulated dataset's
+    dataset.json (particle ``fringe_class``) and instances/; None when the dataset does not
+    record classes, or has a single one (standard TEM)."""
+
+    meta_path = ds.path / "dataset.json"
+    if not meta_path.is_file() or not (ds.path / "instances").is_dir():
+        return None
+    try:
+        records = {r["stem"]: r for r in json.loads(meta_path.read_text()).get("images", [])}
+    except (ValueError, KeyError, TypeError):
+        return None
+    out: dict[str, dict[str, np.ndarray]] = {}
+    names: set[str] = set()
+    for stem in stems:
+        rec = records.get(stem)
+        files = sorted((ds.path / "instances").glob(f"{stem}.*"))
+        if rec is None or not files or not all("fringe_class" in p for p in rec.get("particles", [])):
+            return None
+        inst = np.asarray(read_image(files[0]).data)
+        if inst.shape != ds.masks[stem].shape:
+            return None
+        by_class: dict[str, list[int]] = {}
+        for p in rec["particles"]:
+            by_class.setdefault(p["fringe_class"], []).append(int(p["id"]))
+        out[stem] = {c: np.isin(inst, ids) for c, ids in by_class.items()}
+        names |= set(by_class)
+    return out if len(names) > 1 else None
+
+
+def class_dice(
+    truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], classes: Sequence[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """Dice of each particle class pooled over images: a class's particles against the
+    prediction, ignoring the pixels of the other classes' particles (so a class is not
+    penalised for the others), background false positives counting against every class."""
+    inter: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for truth, pred, cls in zip(truths, preds, classes):
+        pred = np.asarray(pred) > 0
+        particle = np.asarray(truth) > 0
+        for name, region in cls.items():
+            others = particle & ~region
+            inter[name] = inter.get(name, 0) + float((pred & region).sum())
+            total[name] = total.get(name, 0) + float(region.sum() + (pred & ~others).sum())
+    return {n: 2 * inter[n] / total[n] for n in sorted(inter) if total[n] > 0}
+
+
+def score_split(
+    ds, split: str, predict_masks: Callable[[list[str]], list[np.ndarray]], classes: dict | None = None
+) -> dict:
+    """Hard Dice of predicted masks on one split: mean, per image, per class (simulated);
+    ``per_image_scores``: Dice, IoU, precision and recall of each image.
+    ``classes``: :func:`particle_classes` of the split when already read (else read here)."""
+
+    stems = ds.splits.get(split) or []
+    preds = predict_masks(stems)
+    truths = [ds.masks[s] for s in stems]
+    scores = [binary_scores_np(t, p) for t, p in zip(truths, preds)]
+    per_image = [sc["dice"] for sc in scores]
+    out = {"split": split, "n_images": len(stems), "dice": float(np.mean(per_image)) if stems else None}
+    out["dice_sd_over_images"] = float(np.std(per_image)) if stems else None
+    if classes is None and stems:
+        classes = particle_classes(ds, stems)
+    if classes:
+        out["dice_by_class"] = class_dice(truths, preds, [classes[s] for s in stems])
+    out["per_image"] = dict(zip(stems, per_image))
+    out["per_image_scores"] = dict(zip(stems, scores))
+    return out
+
+
+def _tuning_split(ds) -> str:
+    return "val" if ds.splits.get("val") else "train"
+
+
+def best_fourier_smooth(ds, stems: Sequence[str]) -> float:
+    """The fringe-amplitude smoothing (nm) at which the Fourier baseline scores best."""
+
+    def score(s):
+        return np.mean(
+            [
+                hard_dice(ds.masks[t], fourier_segment(ds.images[t], ds.pixel_size_nm, smooth_nm=s))
+                for t in stems
+            ]
+        )
+
+    return float(max(FOURIER_SMOOTH_NM, key=score))
+
+
+def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_images: int = 64) -> dict:
+    """The classical baselines on ``split``, their settings chosen on the validation split
+    (training split if there is none): Gaussian + Otsu (smoothing in px and nm), and the
+    Fourier filter (default: for HRTEM with a known pixel size)."""
+    tune_on = _tuning_split(ds)
+    tune_stems = (ds.splits.get(tune_on) or [])[:max_tuning_images]
+    images, masks = [ds.images[s] for s in tune_stems], [ds.masks[s] for s in tune_stems]
+    sigma = best_otsu_sigma(images, masks, OTSU_SIGMAS_PX)
+    px = ds.pixel_size_nm
+    stems = ds.splits.get(split) or []
+    classes = (particle_classes(ds, stems) if stems else None) or {}  # read once for both baselines
+    otsu = score_split(ds, split, lambda stems: [otsu_segment(ds.images[s], sigma) for s in stems], classes)
+    otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on)
+    out = {"otsu": otsu}
+    if fourier is None:
+        fourier = ds.regime == "hrtem" and bool(px)
+    if fourier and px:
+        smooth = best_fourier_smooth(ds, tune_stems)
+        four = score_split(
+            ds,
+            split,
+            lambda stems: [fourier_segment(ds.images[s], px, smooth_nm=smooth) for s in stems],
+            classes,
+        )
+        four.update(smooth_nm=smooth, chosen_on=tune_on)
+        out["fourier"] = four
+    return out
+
+
+def model_scores(segmenter: Segmenter, ds, split: str = "test") -> dict:
+    """:func:`score_split` of a segmenter (probability > 0.5) on a dataset's images as the
+    dataset normalised them, through the same tiling, padding and resampling as ``segment``
+    and ``evaluate``: the scores bundles record are what those commands would measure."""
+
+    def predict(stems):
+        return [
+            segmenter.probability(ds.images[s], ds.pixel_size_nm, normalised=True).prob > 0.5 for s in stems
+        ]
+
+    return score_split(ds, split, predict)

@@ -1,0 +1,200 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from temtool.study.tune import SearchSpace
+
+
+def test_search_space_constraints():
+    s = SearchSpace(depths=(2, 3), pools=(2, 4, 8), base_filters=(4, 32), max_params=50_000)
+    seqs = s.pool_sequences(2, 64)
+    assert (8, 8) not in seqs  # 64 / 64 = 1 px bottleneck < 4
+    assert (4, 4) in seqs and all(64 % (a * b) == 0 for a, b in seqs)
+    assert s.filter_choices(2) == [4]  # filters 32 exceed 50k parameters
+    assert s.pool_sequences(3, 64) == [(2, 2, 2), (2, 2, 4), (2, 4, 2), (4, 2, 2)]
+
+
+def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkeypatch):
+    args = [
+        "tune",
+        "--data",
+        small_data,
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--repeats",
+        2,
+        "--directory",
+        tmp_path,
+        "--project",
+        "p",
+        "--json",
+    ]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n_trials"] == 4
+    seen = {tuple(r["pools"]) for r in res["trials"]}
+    assert seen == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    for r in res["trials"]:
+        assert len(r["repeats"]) == 2 and r["val_hard_dice_std"] >= 0
+        assert r["rf_nm"] == pytest.approx(r["rf_px"] * 0.5)
+        assert r["params"] == 8234
+    dice = [r["val_hard_dice_mean"] for r in res["trials"]]
+    assert dice == sorted(dice, reverse=True)
+    assert (tmp_path / "p" / "results.csv").read_text().count("\n") == 5
+    assert (tmp_path / "p" / "best_model" / "model.keras").is_file()
+
+    # resuming keeps finished trials and trains nothing
+    import temtool.study.tune as tune_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(tune_mod, "train", boom)
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert out, (out, err)
+    assert json.loads(out)["n_trials"] == 4
+
+    code, out, err = run_cli("tune", "--report", "p", "--directory", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "p" / "dice_vs_rf.png").stat().st_size > 1000
+    assert "4,4" in out
+
+
+def test_impossible_space_is_a_clear_error(run_cli, small_data, tmp_path):
+    code, _, err = run_cli(
+        "tune", "--data", small_data, "--pools", "8", "--depths", "3", "--directory", tmp_path
+    )
+    assert code == 2 and "no architecture" in err
+    code, _, err = run_cli("tune", "--report", "nope", "--directory", tmp_path)
+    assert code == 2 and "no such project" in err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_chief_and_two_workers(small_data, tmp_path):
+    port = _free_port()
+    base = [
+        sys.executable,
+        "-m",
+        "temtool.cli",
+        "tune",
+        "--data",
+        str(small_data),
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--directory",
+        str(tmp_path),
+        "--project",
+        "dist",
+    ]
+    base = [str(a) for a in base]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    chief = subprocess.Popen(
+        [*base, "--chief", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    workers = [
+        subprocess.Popen(
+            [*base, "--worker", f"127.0.0.1:{port}", "--worker-id", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [w.communicate(timeout=600)[0] for w in workers]
+        chief_out = chief.communicate(timeout=120)[0]
+    finally:
+        for p in (chief, *workers):
+            p.kill()
+    assert chief.returncode == 0, chief_out[-3000:]
+    assert all(w.returncode == 0 for w in workers), outs
+    res = json.loads((tmp_path / "dist" / "results.json").read_text())
+    ids = [r["trial_id"] for r in res["trials"]]
+    assert len(ids) == len(set(ids)) == 4  # every configuration ran exactly once
+    assert {tuple(r["pools"]) for r in res["trials"]} == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    assert {r["tuner_id"] for r in res["trials"]} <= {"tuner0", "tuner1"}
+
+
+def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tmp_path, monkeypatch):
+    """A resumed grid search finishes the grid: after a --max-trials stop, and after a trial
+    interrupted by Ctrl-C (re-run, never counted twice)."""
+    import temtool.study.tune as tune_mod
+
+    base = [
+        "tune",
+        "--data",
+        small_data,
+        "--pools",
+        "2,4",
+        "--epochs",
+        1,
+        "--directory",
+        tmp_path,
+        "--project",
+        "r",
+        "--json",
+    ]
+    code, out, err = run_cli(*base, "--max-trials", 2)
+    assert code == 0, err
+    assert json.loads(out)["n_trials"] == 2
+
+    real_fit, calls = tune_mod.train, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(tune_mod, "train", interrupted)
+    code, out, err = run_cli(*base)
+    assert code == 130  # Ctrl-C
+    monkeypatch.setattr(tune_mod, "train", real_fit)
+    code, out, err = run_cli(*base)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n_trials"] == 4
+    assert sorted(tuple(r["pools"]) for r in res["trials"]) == [(2, 2), (2, 4), (4, 2), (4, 4)]
+
+
+def test_grid_over_several_depths_runs_every_architecture(run_cli, small_data, tmp_path):
+    """KerasTuner's grid does not fill conditional hyperparameters; one categorical
+    architecture choice does (this failed with KeyError 'pools_d3')."""
+    code, out, err = run_cli(
+        "tune", "--data", small_data, "--depths", "2,3", "--pools", "2", "--filters", "2",
+        "--epochs", 1, "--directory", tmp_path, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads(out)
+    assert sorted((r["depth"], tuple(r["pools"])) for r in res["trials"]) == [(2, (2, 2)), (3, (2, 2, 2))]
+
+
+def test_explicit_pool_sequences_replace_the_product_grid():
+    from temtool.errors import ParameterError
+
+    space = SearchSpace(depths=(3,), base_filters=(4,), sequences=((1, 1, 4), (2, 2, 2), (8, 8, 8), (2, 2)))
+    # only sequences of the depth, and only those that fit 256 px patches (8*8*8 does not)
+    assert space.pool_sequences(3, 256) == [(1, 1, 4), (2, 2, 2)]
+    assert len(SearchSpace(depths=(3,), pools=(2, 4)).pool_sequences(3, 256)) == 8
+    with pytest.raises(ParameterError):
+        SearchSpace(sequences=((2, 0),))
