@@ -1,6 +1,5 @@
 """What every benchmark shares: the machine it ran on (printed with every result), the best
-of repeated timings, the record of a run (printed, and written as JSON on request), and the
-allocator setting `temtool segment` uses."""
+of repeated timings, and the record of a run (printed, and written as JSON on request)."""
 
 import json
 import os
@@ -44,21 +43,3 @@ def report(json_path: str | None, **results) -> None:
     print(info)
     if json_path:
         Path(json_path).write_text(json.dumps({**results, "machine": info}, indent=2))
-
-
-def allocator_option(ap) -> None:
-    """``--glibc-defaults``: run without the allocator setting `temtool segment` makes."""
-    ap.add_argument(
-        "--glibc-defaults", action="store_true", help="without temtool.cli.process.keep_freed_memory"
-    )
-
-
-def set_allocator(glibc_defaults: bool) -> str:
-    """Keep freed memory as `temtool segment` does (``temtool.cli.process.keep_freed_memory``)
-    unless ``glibc_defaults``; prints and returns which allocator setting the run has."""
-    from temtool.cli.process import keep_freed_memory
-
-    kept = not glibc_defaults and keep_freed_memory()
-    setting = "keep_freed_memory" if kept else "glibc defaults"
-    print("allocator:", setting)
-    return setting

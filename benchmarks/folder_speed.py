@@ -5,8 +5,7 @@ measure and write), the same files, model and outputs, in one run.
     python benchmarks/folder_speed.py [--n 8] [--size 1024] [--workers 2] [--runtime auto]
 
 Prints seconds per micrograph for each, the peak resident memory of the process, and the
-machine. The process keeps freed memory as `temtool segment` does
-(`temtool.cli.process.keep_freed_memory`) unless ``--glibc-defaults``.
+machine. The process has the settings the console script gives `temtool segment`.
 """
 
 import argparse
@@ -17,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from temtool.cli.process import SEGMENT_DEFAULTS, process_defaults  # noqa: E402
+from temtool.cli.process import configure_process  # noqa: E402
 
-process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
+configure_process(["segment"])  # as the console script sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
-from _machine import allocator_option, machine, set_allocator  # noqa: E402
+from _machine import machine  # noqa: E402
 
 from temtool.data.io import write_tiff  # noqa: E402
 from temtool.data.simulate import config_for, simulate_image  # noqa: E402
@@ -37,9 +36,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runtime", default="auto")
-    allocator_option(ap)
     args = ap.parse_args()
-    set_allocator(args.glibc_defaults)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "in").mkdir()

@@ -5,9 +5,6 @@ ratio to one bare forward pass of the same model over the same pixels measured i
 
     python benchmarks/startup.py [--sizes 128 2048] [--repeat 3] [--json out.json] [--module]
 
-Warm runs use the allocator setting `temtool segment` uses (`temtool.cli.process.keep_freed_memory`:
-freed micrograph-sized arrays are reused); ``--glibc-defaults`` measures them without it.
-
 Times are the best of ``--repeat`` runs (the machine's noise is one-sided); warm runs and
 bare passes alternate, so a slow spell of a shared machine weighs on both alike. "From the
 prompt" is a fresh `temtool` process writing every output (mask, probability, labels,
@@ -23,13 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from temtool.cli.process import SEGMENT_DEFAULTS, process_defaults  # noqa: E402
+from temtool.cli.process import configure_process  # noqa: E402
 
 USER_ENVIRONMENT = dict(os.environ)  # the commands from the prompt start from this, as a user's
-process_defaults(SEGMENT_DEFAULTS)  # as `temtool segment` sets them, before NumPy loads
+configure_process(["segment"])  # as the console script sets them, before NumPy loads
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
-from _machine import allocator_option, best, report, set_allocator  # noqa: E402
+from _machine import best, report  # noqa: E402
 
 from temtool.backend import start_backend  # noqa: E402
 
@@ -105,9 +102,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--module", action="store_true", help="from the prompt as python -m temtool.cli")
-    allocator_option(ap)
     args = ap.parse_args()
-    allocator = set_allocator(args.glibc_defaults)  # for the warm runs, as the command has it
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -147,7 +142,7 @@ def main() -> None:
     command = temtool_command(module=args.module)
     caches = "" if args.module else " (compiled modules as installed)"
     print(f"from the prompt: {' '.join(command)}{caches}")
-    report(args.json, rows=rows, allocator=allocator, command=command, as_installed=not args.module)
+    report(args.json, rows=rows, command=command, as_installed=not args.module)
 
 
 if __name__ == "__main__":

@@ -18,23 +18,14 @@ def test_search_space_constraints():
     assert s.pool_sequences(3, 64) == [(2, 2, 2), (2, 2, 4), (2, 4, 2), (4, 2, 2)]
 
 
+def _grid_2_4(data, directory, project: str, *extra) -> list:
+    """`temtool tune` over pools {2, 4}, one epoch, a project of its own, JSON out."""
+    grid = ["tune", "--data", data, "--pools", "2,4", "--epochs", 1]
+    return [*grid, "--directory", directory, "--project", project, "--json", *extra]
+
+
 def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkeypatch):
-    args = [
-        "tune",
-        "--data",
-        small_data,
-        "--pools",
-        "2,4",
-        "--epochs",
-        1,
-        "--repeats",
-        2,
-        "--directory",
-        tmp_path,
-        "--project",
-        "p",
-        "--json",
-    ]
+    args = _grid_2_4(small_data, tmp_path, "p", "--repeats", 2)
     code, out, err = run_cli(*args)
     assert code == 0, err
     res = json.loads(out)
@@ -140,20 +131,7 @@ def test_grid_resumes_after_partial_and_interrupted_runs(run_cli, small_data, tm
     interrupted by Ctrl-C (re-run, never counted twice)."""
     import temtool.study.tune as tune_mod
 
-    base = [
-        "tune",
-        "--data",
-        small_data,
-        "--pools",
-        "2,4",
-        "--epochs",
-        1,
-        "--directory",
-        tmp_path,
-        "--project",
-        "r",
-        "--json",
-    ]
+    base = _grid_2_4(small_data, tmp_path, "r")
     code, out, err = run_cli(*base, "--max-trials", 2)
     assert code == 0, err
     assert json.loads(out)["n_trials"] == 2
