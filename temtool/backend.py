@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 
+from temtool.errors import TemtoolError
 from temtool.paths import cache_dir
 
 __all__ = ["TF_CPP_MIN_LOG_LEVEL", "quiet_stderr_fd", "start_backend"]
@@ -40,10 +41,17 @@ def start_backend(quiet: bool = True) -> None:
     if os.environ.get("KERAS_BACKEND") == "jax":
         _jax_compilation_cache()
     ctx = quiet_stderr_fd() if quiet else contextlib.nullcontext()
-    with ctx:
-        import keras
+    try:
+        with ctx:
+            import keras
 
-        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+            keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+    except (ImportError, ValueError) as e:  # KERAS_BACKEND names a backend not installed, or none
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        raise TemtoolError(
+            f"KERAS_BACKEND={backend}: Keras cannot start this backend ({type(e).__name__}: {e}); "
+            "install it, or unset KERAS_BACKEND for TensorFlow"
+        ) from None
     if quiet and keras.backend.backend() == "tensorflow":
         import logging
 

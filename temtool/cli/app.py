@@ -19,6 +19,7 @@ import typer
 from typer import Argument as A
 from typer import Option as O
 
+from temtool.cli.process import terminated
 from temtool.cli.render import (
     Progress,
     console,
@@ -29,6 +30,7 @@ from temtool.cli.render import (
     segment_callback,
     segment_summary,
     simulated_summary,
+    styled,
     training_callbacks,
     training_summary,
     trials_table,
@@ -481,7 +483,7 @@ def segment(
         res = segment_files(paths, out, chooser, options, on_file=on_file, workers=workers)
     _render(res, lambda r: segment_summary(r, method, str(out)), as_json)
     if res["failed"]:
-        err_console.print(f"[red]{len(res['failed'])} of {res['n_inputs']} inputs failed:[/]")
+        err_console.print(styled(f"{len(res['failed'])} of {res['n_inputs']} inputs failed:", "red"))
         for f in res["failed"]:
             err_console.print(f"  {f['file']}: {f['error']}", highlight=False)
         raise typer.Exit(2)
@@ -490,7 +492,7 @@ def segment(
 # ------------------------------------------------------------------------------ entry point
 def _error(message: str) -> None:
 
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)
 
 
 def _flag_names(e: ParameterError) -> str:
@@ -516,30 +518,65 @@ def _click_error(e: Exception) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The command line (``argv``: its arguments, default ``sys.argv[1:]``), for in-process
-    callers; the console script is :func:`run`. One line and exit code 2 for bad input (a
-    traceback only with ``--debug``), exit code 130 on Ctrl-C."""
-    args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]
+def _interrupted() -> int:
+    """Exit code of an interrupt: 143 for SIGTERM (:func:`terminated`), 130 for Ctrl-C."""
+    return 143 if terminated() else 130
+
+
+def _stdout_closed() -> int:
+    """stdout was closed by its reader (``temtool ... | head -1``): say so once, and send the
+    rest of the output nowhere, so the interpreter's last flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    err_console.print("temtool: stdout was closed before all output was printed (e.g. by head)")
+    return 141  # as a process ended by SIGPIPE
+
+
+def _exit_code(args: list[str]) -> int:
+    """Run the app; the exit code, with one line on stderr for what went wrong."""
     try:
         code = app(args=args, prog_name="temtool", standalone_mode=False)
     except TemtoolError as e:
         if _state["debug"]:
             raise
         _error(_flag_names(e) if isinstance(e, ParameterError) else str(e))
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
-        code = 130
+        return _interrupted()
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as e:  # a full disk, a read-only folder: the file system said no
+        if _state["debug"]:
+            raise
+        _error(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
+        return 2
     except Exception as e:
         kind = _click_error(e)
         if kind == "usage":
             ctx = getattr(e, "ctx", None)
             hint = f" (see 'temtool {ctx.info_name} --help')" if ctx and ctx.parent else ""
             _error(f"{e.format_message()}{hint}")
-            sys.exit(2)
+            return 2
         if kind != "abort":
             raise
-        code = 130
-    if code == 130:  # Ctrl-C (Typer turns it into exit code 130)
-        err_console.print("[yellow]interrupted[/]")
-    sys.exit(code if isinstance(code, int) else 0)
+        return _interrupted()
+    code = code if isinstance(code, int) else 0
+    return _interrupted() if code == 130 else code  # Typer returns 130 for any interrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line (``argv``: its arguments, default ``sys.argv[1:]``), for in-process
+    callers; the console script is :func:`temtool.cli.run`. One line and exit code 2 for bad
+    input or a file system that refuses (a traceback only with ``--debug``), exit code 130
+    on Ctrl-C and 143 on SIGTERM (the console script), 141 when stdout is closed early."""
+    code = _exit_code((sys.argv[1:] if argv is None else list(argv)) or ["--help"])
+    if code in (130, 143):  # Ctrl-C, SIGTERM (Typer turns Ctrl-C into exit code 130)
+        err_console.print(styled("interrupted" if code == 130 else "terminated", "yellow"))
+    if code != 141:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            code = _stdout_closed()
+    sys.exit(code)

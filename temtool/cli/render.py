@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from temtool.model.architecture import Architecture
 from temtool.model.receptive_field import RFLayer
@@ -16,8 +17,15 @@ from temtool.model.receptive_field import RFLayer
 if TYPE_CHECKING:
     from temtool.model.receptive_field import RFLayer
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+# user text (paths, option values, file contents) is never parsed as rich markup: the consoles
+# read none, and temtool's own styling goes through `styled`
+console = Console(markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """``label`` in ``style``, then ``rest`` as plain text (never read as markup)."""
+    return Text.assemble((label, style), rest)
 
 
 def fmt_nm(value: float | None, digits: int = 2) -> str:
@@ -116,7 +124,7 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(bar_width=24),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -539,6 +547,8 @@ def segment_callback(bar: Progress):
     def on_file(i, n, result, failure):
         bar.update(task, completed=i, total=n)
         if failure:
-            err_console.print(f"[red]failed:[/] {failure['file']}: {failure['error']}", highlight=False)
+            err_console.print(
+                styled("failed:", "red", f" {failure['file']}: {failure['error']}"), highlight=False
+            )
 
     return on_file

@@ -39,7 +39,7 @@ from temtool.data.randomise import CROWDED, RANGES, randomised_batch
 from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 from temtool.errors import ParameterError, TemtoolError, check_positive
 from temtool.image.normalise import standardize
-from temtool.paths import cache_dir
+from temtool.paths import cache_dir, writable_cache_dir
 
 __all__ = [
     "recipe",
@@ -316,6 +316,7 @@ def ensure_builtin(name: str, progress=None) -> Path:
     path = builtin_path(name)
     if (path / "dataset.json").is_file():
         return path
+    writable_cache_dir()  # a clear line if TEMTOOL_CACHE names a file or an unwritable place
     spec = BUILTIN[name]
     try:
         write_simulated_dataset(

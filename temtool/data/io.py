@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ __all__ = [
     "check_writable",
     "check_new_folder",
     "clean_stale_temporaries",
+    "clean_stale_staged_files",
     "Micrograph",
+    "PLAUSIBLE_PIXEL_NM",
     "IMAGE_SUFFIXES",
     "read_image",
     "read_mask",
@@ -54,7 +57,17 @@ _UNIT_NM = {  # keys as normalised by unit_to_nm
     "meter": 1e9,
     "metre": 1e9,
     "pm": 1e-3,
+    "cm": 1e7,
+    "centimeter": 1e7,
+    "centimetre": 1e7,
+    "in": 2.54e7,
+    "inch": 2.54e7,
+    "inche": 2.54e7,  # "inches", its plural s removed
 }
+
+# pixel sizes an electron microscope records, nm: from sub-angstrom HRTEM sampling to an SEM
+# overview; a calibration outside is a tag of some other program (72 dpi) or a unit mix-up
+PLAUSIBLE_PIXEL_NM = (1e-3, 1e4)
 
 
 def unit_to_nm(unit: str) -> float | None:
@@ -126,6 +139,7 @@ class Micrograph:
     data: np.ndarray  # (H, W) float32
     pixel_size_nm: float | None
     path: Path
+    notes: tuple[str, ...] = ()  # what reading did or refused (a calibration not used, a rescale)
 
 
 def _tiff_pixel_size_nm(tif) -> float | None:
@@ -137,7 +151,8 @@ def _tiff_pixel_size_nm(tif) -> float | None:
         m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
         u = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
         if m:
-            return float(m.group(1)) * (unit_to_nm(u.group(1) if u else "um") or 1e3)
+            factor = unit_to_nm(u.group(1) if u else "um")  # OME's default unit: micrometres
+            return float(m.group(1)) * factor if factor else None
     ij = tif.imagej_metadata or {}
     unit = str(ij.get("unit", "")).strip()
     tags = page.tags
@@ -159,44 +174,98 @@ def _tiff_pixel_size_nm(tif) -> float | None:
 
 
 def read_image(path: str | os.PathLike, channel: int | None = None, frame: int | None = None) -> Micrograph:
-    """Read a 2-D micrograph as float32.
+    """Read a 2-D micrograph as float32, as image viewers show it.
 
-    Greyscale files are read as they are; RGB(A) files whose colour channels are equal become
-    one channel; a truly coloured image needs ``channel``; a stack of frames needs ``frame``.
+    Greyscale files are read as they are; palette, CMYK and other colour modes are converted
+    to RGB, and RGB(A) files whose colour channels are equal become one channel (grey+alpha:
+    the grey); a truly coloured image needs ``channel``. TIFFs stored white-is-zero
+    (``photometric=miniswhite``) are inverted, and an EXIF orientation is applied. A stack of
+    frames (or an animated PNG, a multi-page TIFF) needs ``frame``.
     """
     path = Path(path)
     if not path.is_file():
         raise TemtoolError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise TemtoolError(f"{path}: the file is empty (0 bytes)")
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise TemtoolError(
+            f"{path}: unknown image format {suffix!r}; temtool reads {', '.join(IMAGE_SUFFIXES)}"
+        )
     pixel_size = None
     try:
         if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                data = tif.asarray()
-                pixel_size = _tiff_pixel_size_nm(tif)
+            data, pixel_size = _read_tiff(path)
         elif suffix in (".png", ".jpg", ".jpeg"):
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                data = np.asarray(im)
+            data, frame = _read_pil(path, frame), None  # the frame is chosen while reading
         elif suffix == ".npy":
             data = np.load(path, allow_pickle=False)
-        elif suffix in MICROSCOPY_SUFFIXES:
-            data, pixel_size = _read_microscopy(path, frame)
         else:
-            raise TemtoolError(
-                f"{path}: unknown image format {suffix!r}; temtool reads {', '.join(IMAGE_SUFFIXES)}"
-            )
+            data, pixel_size = _read_microscopy(path, frame)
     except TemtoolError:
         raise
     except Exception as e:  # corrupt, truncated, unreadable
+        if "imagecodecs" in str(e):  # a codec missing here, not a fault of the file
+            raise TemtoolError(
+                f"{path}: its compression needs the imagecodecs package ({e}); pip install imagecodecs"
+            ) from None
         raise TemtoolError(
             f"{path}: cannot read the file ({type(e).__name__}: {e}); is it corrupt or truncated?"
         ) from None
-    data = _to_2d(np.asarray(data), path, channel, frame)
+    return _checked(path, _to_2d(np.asarray(data), path, channel, frame), pixel_size)
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
+    """The pixels of a TIFF as stored, inverted where its photometric interpretation says
+    white is zero, and its pixel size (nm) if the tags give one."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        data = tif.asarray()
+        if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+            if data.dtype.kind in "ui":
+                data = (2 ** int(page.bitspersample) - 1) - data.astype(np.int64)
+            elif data.dtype == bool:
+                data = ~data
+            else:
+                data = np.max(data) + np.min(data) - data
+        return data, _tiff_pixel_size_nm(tif)
+
+
+# PIL modes that image viewers show in colour: converted to RGB first (palette, print, video)
+_PIL_TO_RGB = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+def _read_pil(path: Path, frame: int | None) -> np.ndarray:
+    """PNG/JPEG pixels by their mode, as a viewer shows them: EXIF orientation applied,
+    palettes and colour spaces to RGB, grey+alpha to its grey, one frame of an animation."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        n = getattr(im, "n_frames", 1)
+        if n > 1:
+            if frame is None:
+                raise TemtoolError(
+                    f"{path}: holds {n} frames (an animation); choose one with --frame 0 to {n - 1}"
+                )
+            if not 0 <= frame < n:
+                raise TemtoolError(
+                    f"{path}: holds {n} frames (0 to {n - 1}); --frame {frame} is not one of them"
+                )
+            im.seek(frame)
+        im = ImageOps.exif_transpose(im)
+        if im.mode in _PIL_TO_RGB:
+            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+        elif im.mode in ("LA", "La"):
+            im = im.getchannel("L")
+        elif im.mode == "1":
+            im = im.convert("L")
+        return np.asarray(im)
+
+
+def _checked(path: Path, data: np.ndarray, pixel_size: float | None) -> Micrograph:
+    """The micrograph as float32, refused where it holds no pixel numbers, nothing, or NaN/Inf."""
     if data.dtype.kind not in "biuf":
         raise TemtoolError(f"{path}: holds {data.dtype} values, not pixel numbers")
     if data.size == 0:
@@ -208,9 +277,31 @@ def read_image(path: str | os.PathLike, channel: int | None = None, frame: int |
             f"{path}: contains NaN or Inf pixels, or values beyond float32 (about 3.4e38); "
             "fix or remove them before use"
         )
+    notes = []
     if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
         pixel_size = None  # a calibration that is no length (0, inf, NaN) is no calibration
-    return Micrograph(data, pixel_size, path)
+    lo, hi = PLAUSIBLE_PIXEL_NM
+    if pixel_size is not None and not lo <= pixel_size <= hi:
+        notes.append(
+            f"the file's pixel size, {pixel_size:.4g} nm/px, is outside what electron microscopes "
+            f"record ({lo:g}-{hi:g} nm/px): not used (pass --pixel-size if you know it)"
+        )
+        pixel_size = None
+    data, scaled = _finite_scale(data)
+    if scaled:
+        notes.append(scaled)
+    return Micrograph(data, pixel_size, path, tuple(notes))
+
+
+def _finite_scale(data: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``data`` scaled by a power of two (exact) where its values are so large that sums and
+    squares of them would overflow float32; segmentation does not depend on the scale."""
+    top = float(np.max(np.abs(data)))
+    if top <= 2.0**64:
+        return data, None
+    k = int(np.ceil(np.log2(top))) - 32
+    note = f"pixel values up to {top:.3g}: scaled by 2^-{k} so that arithmetic on them stays finite"
+    return np.ldexp(data, -k).astype(np.float32), note
 
 
 def _to_2d(data: np.ndarray, path: Path, channel: int | None, frame: int | None = None) -> np.ndarray:
@@ -348,6 +439,25 @@ def clean_stale_temporaries(out: str | os.PathLike) -> list[Path]:
         pid = p.name[len(f".{out.name}.tmp-") :].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+_STAGED_NAME = re.compile(r"^\..+\.(?:part|tmp)-(\d+)(?:\.[^.]*)?$")  # .NAME.part-PID.EXT, .NAME.tmp-PID.EXT
+
+
+def clean_stale_staged_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the files that runs whose process is gone (killed by SIGKILL, power loss) left
+    in ``folder`` under a temporary name (:func:`atomic_write`'s ``.NAME.tmp-PID.EXT``,
+    the output set's ``.NAME.part-PID.EXT``); returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _STAGED_NAME.match(p.name)
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 

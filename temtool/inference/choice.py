@@ -12,6 +12,7 @@ import numpy as np
 from temtool.errors import TemtoolError
 from temtool.inference.regime import classify
 from temtool.inference.segmenter import Segmenter
+from temtool.model.bundle import load_bundle
 from temtool.model.registry import last_model, shipped_models
 
 
@@ -52,9 +53,15 @@ class ModelChooser:
         key = str(path)
         self.reason = why
         if key not in self.loaded:
-            self.loaded[key] = Segmenter.from_bundle(path, **self.kw)
+            bundle = load_bundle(path)
+            seg = self.loaded[key] = Segmenter.from_bundle(bundle, **self.kw)
+            problem = (
+                bundle.onnx_problem()
+                if seg.runtime == "keras" and self.kw.get("runtime") != "keras"
+                else None
+            )
             if self.on_load:
-                self.on_load(f"{why} (runs on {self.loaded[key].runtime})")
+                self.on_load(f"{why} (runs on {seg.runtime}{f': {problem}' if problem else ''})")
         return self.loaded[key]
 
     def __call__(self, pixel_size_nm: float | None, image: np.ndarray | None = None) -> Segmenter:

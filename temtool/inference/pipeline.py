@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from temtool.data.io import IMAGE_SUFFIXES, Micrograph, check_writable, read_image
+from temtool.data.io import (
+    IMAGE_SUFFIXES,
+    PLAUSIBLE_PIXEL_NM,
+    Micrograph,
+    check_writable,
+    clean_stale_staged_files,
+    read_image,
+)
 from temtool.errors import ParameterError, TemtoolError
 from temtool.inference.annotations import mask_annotations
 from temtool.inference.classical import fourier_segment
@@ -82,6 +89,13 @@ class SegmentOptions:
     polarity: str = "dark"
 
     def __post_init__(self):
+        lo, hi = PLAUSIBLE_PIXEL_NM
+        if self.pixel_size_nm is not None and not lo <= self.pixel_size_nm <= hi:
+            raise ParameterError(
+                "pixel_size_nm",
+                f"{self.pixel_size_nm:g} is outside what electron microscopes record "
+                f"({lo:g} to {hi:g} nm/px)",
+            )
         if self.polarity not in POLARITIES:
             raise ParameterError("polarity", f"must be one of {', '.join(POLARITIES)}, got {self.polarity!r}")
         if self.method not in METHODS:
@@ -106,10 +120,12 @@ class Inferred:
 
 def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files from files, folders (their images) and globs; and (input, why) for those that
-    name nothing."""
+    name nothing. A path that exists is that file or folder, whatever characters its name
+    holds (``a[1].png``); only a path that does not exist is expanded as a glob."""
     files, failed = [], []
     for p in paths:
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        is_pattern = any(c in p for c in "*?[") and not os.path.lexists(p)
+        matches = sorted(glob.glob(p)) if is_pattern else [p]
         if not matches:
             failed.append((p, "no file matches this pattern"))
         for m in matches:
@@ -184,7 +200,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
     contrast first."""
     px = options.pixel_size_nm or mg.pixel_size_nm
     image = mg.data
-    notes: list[str] = []
+    notes: list[str] = [] if options.pixel_size_nm else list(mg.notes)
     drawn = None
     if options.ignore_annotations:
         image, drawn = mask_annotations(image)
@@ -324,6 +340,7 @@ def segment_files(
     if workers < 0:
         raise ParameterError("workers", f"must be >= 0, got {workers}")
     options = options or SegmentOptions()
+    clean_stale_staged_files(out)  # what killed runs left under temporary names
     stems = output_stems(files)
     done: dict[int, dict] = {}
     errors: dict[int, dict] = {}

@@ -19,6 +19,7 @@ saved model, so a bundle can never be used with the wrong tiling.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -84,23 +85,38 @@ class Bundle:
         if runtime == "auto" and gpu_visible():
             runtime = "keras"
         if runtime != "keras":
-            why = self._onnx_problem()
+            why = self.onnx_problem()
             if why is None:
-                graph = OnnxModel(self.path / self.metadata["onnx"]["file"])
-                _check_architecture(self.path, self.arch, graph.architecture, "model.onnx")
+                try:
+                    graph = OnnxModel(self.path / ONNX_FILE)
+                except Exception as e:  # noqa: BLE001 - ONNX Runtime's own error types
+                    raise TemtoolError(
+                        f"{self.path / ONNX_FILE}: ONNX Runtime cannot load it ({e})"
+                    ) from None
+                _check_architecture(self.path, self.arch, graph.architecture, ONNX_FILE)
                 return graph, "onnx"
             if runtime == "onnx":
                 raise TemtoolError(f"{self.path}: cannot run with ONNX Runtime: {why}")
         return self.model, "keras"
 
-    def _onnx_problem(self) -> str | None:
-        """Why the bundle's ONNX graph cannot be used (None when it can)."""
-
+    def onnx_problem(self) -> str | None:
+        """Why the bundle's ONNX graph cannot be used (None when it can): none, one that is
+        not the bundle's own ``model.onnx``, one made from another model.keras, one whose hash
+        is not the one bundle.json records (replaced, truncated), or no ONNX Runtime."""
         entry = self.metadata.get("onnx")
-        if not isinstance(entry, dict) or not (self.path / str(entry.get("file", ""))).is_file():
-            return "the bundle has no model.onnx (temtool.model.bundle.add_onnx writes one)"
+        graph = self.path / ONNX_FILE
+        if not isinstance(entry, dict) or not graph.is_file():
+            return f"the bundle has no {ONNX_FILE} (temtool.model.bundle.add_onnx writes one)"
+        if entry.get("file") != ONNX_FILE or graph.resolve().parent != self.path.resolve():
+            return (
+                f"bundle.json names the graph {entry.get('file')!r}: a bundle runs only its own {ONNX_FILE}"
+            )
         if entry.get("keras_sha256") != _sha256(self.path / "model.keras"):
-            return "model.onnx was made from another model.keras than the one in the bundle"
+            return f"{ONNX_FILE} was made from another model.keras than the one in the bundle"
+        if "sha256" not in entry:
+            return f"bundle.json records no hash of {ONNX_FILE} (temtool.model.bundle.add_onnx records one)"
+        if entry["sha256"] != _sha256(graph):
+            return f"{ONNX_FILE} is not the graph bundle.json records (replaced or truncated)"
         if not onnx_available():
             return "onnxruntime is not installed"
         return None
@@ -179,9 +195,12 @@ def write_bundle(
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The file's SHA-256, read a megabyte at a time (a model file may be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _write_onnx(model, arch: Architecture, folder: Path) -> dict | None:
@@ -191,7 +210,12 @@ def _write_onnx(model, arch: Architecture, folder: Path) -> dict | None:
     diff = export_onnx(model, arch, folder / ONNX_FILE)
     if diff is None:
         return None
-    return {"file": ONNX_FILE, "keras_sha256": _sha256(folder / "model.keras"), "max_logit_diff": diff}
+    return {
+        "file": ONNX_FILE,
+        "sha256": _sha256(folder / ONNX_FILE),
+        "keras_sha256": _sha256(folder / "model.keras"),
+        "max_logit_diff": diff,
+    }
 
 
 def add_onnx(path: str | os.PathLike) -> dict | None:

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from temtool.data.io import atomic_write
-from temtool.paths import cache_dir
+from temtool.errors import TemtoolError
+from temtool.paths import cache_dir, writable_cache_dir
 
 __all__ = ["PRETRAINED_DIR", "shipped_models", "last_model", "last_model_file", "remember_last_model"]
 
@@ -38,7 +39,7 @@ def remember_last_model(path: str | os.PathLike) -> None:
     """Record a bundle as the most recent model (``segment`` uses it without ``--model``); a
     cache folder that cannot be written is not an error."""
     try:
-        cache_dir().mkdir(parents=True, exist_ok=True)
+        writable_cache_dir()
         atomic_write(last_model_file(), lambda p: p.write_text(str(Path(path).resolve())))
-    except OSError:
+    except (OSError, TemtoolError):
         pass

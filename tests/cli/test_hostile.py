@@ -297,9 +297,9 @@ def _wait_for(predicate, timeout):
     return False
 
 
-def _interrupt(cmd, started, tmp_path, timeout=120):
-    """Run ``cmd`` in its own process group, send SIGINT to the group once ``started()``,
-    return (exit code, output, seconds from the signal to the exit)."""
+def _interrupt(cmd, started, tmp_path, timeout=120, sig=signal.SIGINT):
+    """Run ``cmd`` in its own process group, send ``sig`` (Ctrl-C's SIGINT) to the group once
+    ``started()``, return (exit code, output, seconds from the signal to the exit)."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
     def default_sigint():  # a launcher without job control (`cmd &`) leaves SIGINT ignored
@@ -313,7 +313,7 @@ def _interrupt(cmd, started, tmp_path, timeout=120):
         assert _wait_for(started, timeout), "the command never got going"
         time.sleep(0.5)
         t0 = time.monotonic()
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, sig)
         out = p.communicate(timeout=60)[0]
         return p.returncode, out, time.monotonic() - t0
     finally:
@@ -353,9 +353,13 @@ def test_ctrl_c_stops_tune(small_data, tmp_path):
     assert dt < 30
 
 
-def test_ctrl_c_stops_a_folder_pipeline_cleanly(tmp_path, monkeypatch):
-    """Ctrl-C while `segment` reads, segments and writes a folder in parallel: exit 130, no
-    traceback, and no temporary or half-written file in the output folder."""
+@pytest.mark.parametrize(
+    "sig,code,said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_and_sigterm_stop_a_folder_pipeline_cleanly(tmp_path, monkeypatch, sig, code, said):
+    """Ctrl-C, or SIGTERM (timeout, Slurm, docker stop), while `segment` reads, segments and
+    writes a folder in parallel: one line, no traceback, and no temporary or half-written
+    file in the output folder."""
     from PIL import Image
 
     from temtool.data.io import write_tiff
@@ -368,12 +372,77 @@ def test_ctrl_c_stops_a_folder_pipeline_cleanly(tmp_path, monkeypatch):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "temtool.cli", "segment", "in", "--out", "out", "--workers", "2"]
     monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path / "cache"))  # the shipped model
-    code, text, dt = _interrupt(cmd, lambda: any(out.glob("*_sizes.png")), tmp_path)
-    assert code == 130, text
-    assert "interrupted" in text and "Traceback" not in text
+    got, text, dt = _interrupt(cmd, lambda: any(out.glob("*_sizes.png")), tmp_path, sig=sig)
+    assert got == code, text
+    assert said in text and "Traceback" not in text
     assert dt < 30
     files = list(out.iterdir())
     assert files and not [f for f in files if f.name.startswith(".")]  # no temporaries
     assert len({f.name.split("_")[0] for f in files}) < 40  # really stopped early
     for f in out.glob("*.png"):
         Image.open(f).load()  # every file that is there is whole
+
+
+def test_staged_files_of_a_killed_run_are_cleaned_by_the_next(run_cli, tmp_path):
+    """What a run killed by SIGKILL left under temporary names goes; a live run's stays."""
+    write_tiff(tmp_path / "m.tif", np.random.default_rng(0).random((64, 64)).astype(np.float32), 0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    stale = [out / f".m_mask.png.part-{dead.pid}.png", out / f".m_prob.tif.tmp-{dead.pid}.tif"]
+    live = out / f".x_mask.png.part-{os.getpid()}.png"
+    for f in (*stale, live):
+        f.write_bytes(b"half")
+    code, _, err = run_cli("segment", tmp_path / "m.tif", "--method", "fourier", "--out", out)
+    assert code == 0, err
+    assert not any(f.exists() for f in stale) and live.exists()
+    assert (out / "m_mask.png").is_file()
+
+
+def test_one_line_where_a_traceback_was(run_cli, tmp_path, monkeypatch):
+    """A backend that is not installed, a cache folder that is a file, stdout closed by its
+    reader, a micrograph whose values overflow float32 arithmetic: one line (or none), no
+    traceback, no flood of warnings."""
+    f = tmp_path / "a.tif"
+    write_tiff(f, np.random.default_rng(0).random((64, 64)).astype(np.float32), 0.5)
+    env = {**os.environ, "KERAS_BACKEND": "no-such-backend"}
+    cli = [sys.executable, "-m", "temtool.cli"]
+    r = subprocess.run([*cli, "rf", "--exact"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "KERAS_BACKEND=no-such-backend" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "cachefile").write_text("")
+    monkeypatch.setenv("TEMTOOL_CACHE", str(tmp_path / "cachefile"))
+    code, _, err = run_cli("train", "--data", "sim:standard", "--epochs", 1, "--out", tmp_path / "m")
+    assert code == 2 and "cachefile" in err and "TEMTOOL_CACHE" in err and "Traceback" not in err
+    monkeypatch.delenv("TEMTOOL_CACHE")
+    head = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    r = subprocess.run(
+        [*cli, "rf", "--depth", "4", "--breakdown", "--json"],
+        stdout=head.stdin, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    head.stdin.close()
+    head.wait()
+    assert r.returncode in (0, 141) and "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 1
+    huge = np.random.default_rng(1).random((128, 128)).astype(np.float32) * 1e38
+    huge[:8] = 1.0
+    write_tiff(tmp_path / "huge.tif", huge)
+    r = subprocess.run(
+        [*cli, "segment", str(tmp_path / "huge.tif"), "--out", str(tmp_path / "h"), "--json"],
+        capture_output=True, text=True, env={**os.environ, "TEMTOOL_CACHE": str(tmp_path / "c")},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "RuntimeWarning" not in r.stderr and "overflow" not in r.stderr
+
+
+def test_user_text_is_never_read_as_markup(run_cli, tmp_path):
+    """Paths and option values with rich markup in them are printed as they are, in one
+    line, never a MarkupError traceback or a silently dropped tag."""
+    good = tmp_path / "[red]good.tif"
+    write_tiff(good, np.random.default_rng(0).random((64, 64)).astype(np.float32), 0.5)
+    missing = tmp_path / "[/x] missing.tif"
+    code, out, err = run_cli("segment", good, missing, "--method", "fourier", "--out", tmp_path / "[/o]")
+    assert code == 2 and "Traceback" not in err and "MarkupError" not in err
+    assert "[/x] missing.tif" in err and "[red]good.tif" in out
+    assert (tmp_path / "[/o]" / "[red]good_mask.png").is_file()
+    code, _, err = run_cli("rf", "--pool", "[red]2")
+    assert code == 2 and "[red]2" in err and "Traceback" not in err

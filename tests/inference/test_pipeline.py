@@ -139,3 +139,17 @@ def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(t
     outline = np.all(rgb == OUTLINE_RGB, axis=-1)
     assert labels.max() > 0 and outline.any()
     assert np.array_equal(outline, find_boundaries(labels, mode="inner"))
+
+
+def test_a_file_name_is_never_taken_for_a_pattern(tmp_path):
+    """`a[1].png` is that file even where `a1.png` exists; a path that does not exist is
+    expanded as a glob."""
+    from temtool.inference.pipeline import expand_inputs
+
+    for name in ("a[1].png", "a1.png", "b1.png"):
+        (tmp_path / name).write_bytes(b"")
+    files, failed = expand_inputs([str(tmp_path / "a[1].png")])
+    assert [f.name for f in files] == ["a[1].png"] and failed == []
+    files, failed = expand_inputs([str(tmp_path / "[ab]1.png"), str(tmp_path / "c*.png")])
+    assert [f.name for f in files] == ["a1.png", "b1.png"]
+    assert failed == [(str(tmp_path / "c*.png"), "no file matches this pattern")]

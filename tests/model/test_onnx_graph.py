@@ -106,6 +106,41 @@ def test_a_graph_that_does_not_belong_to_model_keras_is_not_used(tmp_path):
     assert not [p for p in bundle.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
+def test_a_graph_the_bundle_does_not_record_is_never_run(tmp_path):
+    """The bundle records its graph's hash: a model.onnx from another training of the same
+    architecture, a truncated one, one named outside the bundle, or one recorded without a
+    hash is not run; `auto` falls back to model.keras (and says why), `onnx` refuses in one
+    line."""
+    import json
+
+    arch = Architecture.create(depth=1, pool="2", filters=2)
+    bundle = write_bundle(tmp_path / "m", _trained_like(arch), arch, pixel_size_nm=0.5)
+    other = write_bundle(tmp_path / "o", build_resunet(arch), arch, pixel_size_nm=0.5)
+    assert load_bundle(bundle).inference_model("auto")[1] == "onnx"
+    graph, meta_file = bundle / "model.onnx", bundle / "bundle.json"
+    own, meta = graph.read_bytes(), json.loads(meta_file.read_text())
+
+    def refused(why):
+        b = load_bundle(bundle)
+        assert why in b.onnx_problem()
+        assert b.inference_model("auto")[1] == "keras"
+        with pytest.raises(TemtoolError, match="cannot run with ONNX Runtime"):
+            b.inference_model("onnx")
+
+    graph.write_bytes((other / "model.onnx").read_bytes())  # another training's graph
+    refused("not the graph bundle.json records")
+    graph.write_bytes(own[: len(own) // 2])  # truncated
+    refused("replaced or truncated")
+    graph.write_bytes(own)
+    meta_file.write_text(json.dumps({**meta, "onnx": {**meta["onnx"], "file": "/etc/passwd"}}))
+    refused("names the graph '/etc/passwd'")
+    legacy = {k: v for k, v in meta["onnx"].items() if k != "sha256"}
+    meta_file.write_text(json.dumps({**meta, "onnx": legacy}))
+    refused("records no hash")
+    assert add_onnx(bundle) is not None  # gives the bundle a graph it records
+    assert load_bundle(bundle).inference_model("auto")[1] == "onnx"
+
+
 def test_shipped_bundles_carry_a_checked_graph():
     for name in ("standard", "hrtem"):
         b = load_bundle(ROOT / "temtool" / "pretrained" / name)
