@@ -17,3 +17,10 @@ def small_resunet(pools: str, filters=2):
     keras.utils.set_random_seed(0)
     arch = Architecture.create(depth=len(pools.split(",")), pool=pools, filters=filters)
     return arch, build_resunet(arch)
+
+
+def written(folder) -> list:
+    """The files in an output folder, but temtool's record of which files it wrote there."""
+    from temtool.inference.outputs import RECORD_FILE
+
+    return [p for p in Path(folder).iterdir() if p.name != RECORD_FILE]

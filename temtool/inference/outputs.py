@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,13 +16,17 @@ import numpy as np
 import tifffile  # noqa: F401 - imported here, before the writer threads start (two threads
 from PIL import Image, ImageDraw, ImageFont  # noqa: F401 - importing one package at once can collide)
 
-from temtool.data.io import write_png, write_tiff
+from temtool.data.io import atomic_write, write_png, write_tiff
+from temtool.errors import TemtoolError
 from temtool.inference.histogram import histogram_png
 from temtool.inference.measure import inner_boundaries
 
 __all__ = [
     "OUTLINE_RGB",
+    "RECORD_FILE",
     "OutputSet",
+    "output_paths",
+    "check_replaceable",
     "overlay_grey",
     "write_overlay_png",
     "write_size_histogram",
@@ -31,6 +37,54 @@ __all__ = [
 ]
 
 OUTLINE_RGB = (255, 60, 0)
+
+# in an output folder: the names of the files temtool runs wrote there, the only files a later
+# run may replace (never a file of the user's, whatever its name)
+RECORD_FILE = ".temtool-outputs.json"
+_RECORD_LOCK = threading.Lock()  # the finishing threads of one run record one after the other
+SUFFIXES = {
+    "prob": "_prob.tif",
+    "uncertainty": "_uncertainty.tif",
+    "mask": "_mask.png",
+    "labels": "_labels.tif",
+    "overlay": "_overlay.png",
+    "particles": "_particles.csv",
+    "sizes": "_sizes.png",
+}
+
+
+def output_paths(out: Path, stem: str, uncertainty: bool) -> dict[str, Path]:
+    """Where a micrograph's outputs go, by kind (``uncertainty``: with TTA's spread)."""
+    return {k: out / f"{stem}{v}" for k, v in SUFFIXES.items() if uncertainty or k != "uncertainty"}
+
+
+def recorded_outputs(out: Path) -> set[str]:
+    """The names temtool runs recorded as theirs in ``out``."""
+    try:
+        return set(json.loads((out / RECORD_FILE).read_text())["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def check_replaceable(out: Path, paths, inputs=()) -> None:
+    """Refuse (:class:`TemtoolError`) outputs that would replace an input or a file no
+    temtool run recorded writing in ``out``: a user's own file is never overwritten."""
+    recorded = recorded_outputs(out)
+    sources = {Path(i).resolve() for i in inputs}
+    for p in paths:
+        if Path(p).resolve() in sources:
+            raise TemtoolError(f"{p}: this output would replace the input; choose another --out")
+        if os.path.lexists(p) and Path(p).name not in recorded:
+            raise TemtoolError(
+                f"{p}: exists and was not written by temtool, so it is not replaced; "
+                "choose another --out, or move the file"
+            )
+
+
+def _record(out: Path, names) -> None:
+    with _RECORD_LOCK:
+        record = sorted(recorded_outputs(out) | set(names))
+        atomic_write(out / RECORD_FILE, lambda t: t.write_text(json.dumps({"outputs": record}, indent=0)))
 
 
 def overlay_grey(image: np.ndarray) -> np.ndarray:
@@ -101,6 +155,9 @@ class OutputSet:
     are left as they were. The first write error is raised after the others finished.
     """
 
+    def __init__(self, out: Path):
+        self.out = Path(out)  # the folder, whose record of temtool's outputs the set joins
+
     def __enter__(self) -> OutputSet:
         self._pool = ThreadPoolExecutor(3, thread_name_prefix="temtool-out")
         self._jobs, self._staged = [], []
@@ -123,6 +180,9 @@ class OutputSet:
             if exc_type is None:
                 for j in self._jobs:
                     j.result()
+                _record(
+                    self.out, [path.name for _, path in self._staged]
+                )  # before: a crash leaves no unrecorded output
                 for staged, path in self._staged:
                     os.replace(staged, path)
         finally:

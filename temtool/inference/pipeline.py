@@ -37,6 +37,8 @@ from temtool.inference.classical import fourier_segment
 from temtool.inference.measure import PostProcessing, measure_particles, particle_columns
 from temtool.inference.outputs import (
     OutputSet,
+    check_replaceable,
+    output_paths,
     overlay_grey,
     write_labels_tiff,
     write_mask_png,
@@ -257,19 +259,21 @@ def finish(
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or path.stem
     unit = "nm" if px else "px"
-    with OutputSet() as w:  # each output starts as soon as what it shows is ready
-        w.submit(write_probability_tiff, out / f"{stem}_prob.tif", prob, px)
+    paths = output_paths(out, stem, uncertainty=r.spread is not None)
+    check_replaceable(out, paths.values(), inputs=[path])
+    with OutputSet(out) as w:  # each output starts as soon as what it shows is ready
+        w.submit(write_probability_tiff, paths["prob"], prob, px)
         grey = w.compute(overlay_grey, r.image)
         if r.spread is not None:
-            w.submit(write_probability_tiff, out / f"{stem}_uncertainty.tif", r.spread, px)
+            w.submit(write_probability_tiff, paths["uncertainty"], r.spread, px)
         mask, post_info = post.apply(prob, px)
-        w.submit(write_mask_png, out / f"{stem}_mask.png", mask)
+        w.submit(write_mask_png, paths["mask"], mask)
         labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
         d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
-        w.submit(write_labels_tiff, out / f"{stem}_labels.tif", labels, px)
-        w.submit(write_overlay_png, out / f"{stem}_overlay.png", grey, labels)
-        w.submit(write_particles_csv, out / f"{stem}_particles.csv", rows, particle_columns(unit))
-        w.submit(write_size_histogram, out / f"{stem}_sizes.png", d, unit)
+        w.submit(write_labels_tiff, paths["labels"], labels, px)
+        w.submit(write_overlay_png, paths["overlay"], grey, labels)
+        w.submit(write_particles_csv, paths["particles"], rows, particle_columns(unit))
+        w.submit(write_size_histogram, paths["sizes"], d, unit)
     return {
         "file": str(path),
         "output_stem": stem,

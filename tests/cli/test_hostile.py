@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from temtool.data.io import write_png, write_tiff
+from tests.helpers import written
 
 
 def _tree(root: Path) -> set[str]:
@@ -182,7 +183,7 @@ def test_one_bad_file_does_not_end_the_batch(run_cli, world):
     for name, why in failed.items():
         assert name not in why  # the path is printed once, beside the reason
     assert (out / "img_mask.png").is_file()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in written(out) if p.name.startswith(".")]
 
 
 def test_frame_and_channel_select_from_stacks_and_colour(run_cli, world):
@@ -376,7 +377,7 @@ def test_ctrl_c_and_sigterm_stop_a_folder_pipeline_cleanly(tmp_path, monkeypatch
     assert got == code, text
     assert said in text and "Traceback" not in text
     assert dt < 30
-    files = list(out.iterdir())
+    files = written(out)
     assert files and not [f for f in files if f.name.startswith(".")]  # no temporaries
     assert len({f.name.split("_")[0] for f in files}) < 40  # really stopped early
     for f in out.glob("*.png"):
@@ -446,3 +447,22 @@ def test_user_text_is_never_read_as_markup(run_cli, tmp_path):
     assert (tmp_path / "[/o]" / "[red]good_mask.png").is_file()
     code, _, err = run_cli("rf", "--pool", "[red]2")
     assert code == 2 and "[red]2" in err and "Traceback" not in err
+
+
+def test_outputs_never_replace_a_file_temtool_did_not_write(run_cli, tmp_path):
+    """Segmenting into a folder that holds the user's own hand-drawn `img_mask.png` leaves it
+    as it was and says so; outputs a temtool run recorded writing are replaced on a rerun."""
+    ow = tmp_path / "ow"
+    ow.mkdir()
+    write_tiff(ow / "img.tif", np.random.default_rng(0).random((64, 64)).astype(np.float32), 0.5)
+    write_tiff(ow / "other.tif", np.random.default_rng(1).random((64, 64)).astype(np.float32), 0.5)
+    (ow / "img_mask.png").write_bytes(b"the user's hand-drawn mask")
+    code, _, err = run_cli("segment", ow, "--method", "fourier", "--out", ow)
+    assert code == 2 and "img_mask.png: exists and was not written by temtool" in err
+    assert (ow / "img_mask.png").read_bytes() == b"the user's hand-drawn mask"
+    assert not (ow / "img_prob.tif").exists()  # none of that micrograph's set
+    assert (ow / "other_mask.png").is_file()  # the other micrograph went on
+    before = (ow / "other_mask.png").stat().st_mtime_ns
+    code, _, err = run_cli("segment", ow / "other.tif", "--method", "fourier", "--out", ow)
+    assert code == 0, err  # its own earlier outputs are replaced
+    assert (ow / "other_mask.png").stat().st_mtime_ns >= before

@@ -7,6 +7,7 @@ import numpy as np
 
 from temtool.data.io import write_tiff
 from temtool.data.simulate import config_for, simulate_image
+from tests.helpers import written
 
 
 def test_cli_segment_outputs_and_partial_failure(run_cli, small_bundle, tmp_path):
@@ -36,7 +37,7 @@ def test_cli_segment_outputs_and_partial_failure(run_cli, small_bundle, tmp_path
             assert (out / f"{stem}{suffix}").is_file()
     header = (out / "a_particles.csv").read_text().splitlines()[0]
     assert header.startswith("id,area_nm2,equivalent_diameter_nm")
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in written(out) if p.name.startswith(".")]
 
 
 def test_cli_segment_fourier_needs_no_model(run_cli, tmp_path):
@@ -96,7 +97,7 @@ def test_console_script_writes_every_output_and_message(tmp_path):
     result = json.loads(r.stdout)
     assert [Path(f["file"]).name for f in result["results"]] == ["a.tif"]
     suffixes = ("_labels.tif", "_mask.png", "_overlay.png", "_particles.csv", "_prob.tif", "_sizes.png")
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted("a" + s for s in suffixes)
+    assert sorted(p.name for p in written(tmp_path / "o")) == sorted("a" + s for s in suffixes)
     r = subprocess.run(cmd + [str(tmp_path / "missing.tif")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "1 of 2 inputs failed" in r.stderr and "missing.tif" in r.stderr

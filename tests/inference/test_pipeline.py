@@ -9,6 +9,7 @@ import pytest
 from temtool.data.io import write_tiff
 from temtool.data.simulate import config_for, simulate_image
 from temtool.inference.segmenter import Segmenter
+from tests.helpers import written
 
 
 def test_folder_pipeline_gives_what_one_file_after_the_other_gives(small_bundle, tmp_path):
@@ -46,7 +47,7 @@ def test_folder_pipeline_gives_what_one_file_after_the_other_gives(small_bundle,
         stem = ra["output_stem"]
         masks = [read_mask(tmp_path / f"out{w}" / f"{stem}_mask.png") for w in (0, 2)]
         assert (masks[0] == masks[1]).all()
-    assert not [p for p in (tmp_path / "out2").iterdir() if p.name.startswith(".")]
+    assert not [p for p in written(tmp_path / "out2") if p.name.startswith(".")]
 
 
 def test_folder_pipeline_holds_a_bounded_number_of_micrographs(tmp_path, monkeypatch):
@@ -110,10 +111,10 @@ def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(t
         m.setattr(segm, "write_size_histogram", broken)
         with pytest.raises(OSError, match="disk full"):
             segm.segment_file(f, tmp_path / "out", seg, SegmentOptions(post=post))
-    assert list((tmp_path / "out").iterdir()) == []  # nothing half-done, no temporaries
+    assert written(tmp_path / "out") == []  # nothing half-done, no temporaries
 
     segm.segment_file(f, tmp_path / "out", seg, SegmentOptions(post=post))
-    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    made = sorted(p.name for p in written(tmp_path / "out"))
     assert made == [
         "m_labels.tif",
         "m_mask.png",
@@ -129,7 +130,7 @@ def test_outputs_written_side_by_side_all_finish_and_the_first_error_is_raised(t
         m.setattr(segm, "write_overlay_png", broken)
         with pytest.raises(OSError, match="disk full"):
             segm.segment_file(f, tmp_path / "out", seg, SegmentOptions(post=post))
-    assert {n.name: n.read_bytes() for n in (tmp_path / "out").iterdir()} == before  # the earlier set
+    assert {n.name: n.read_bytes() for n in written(tmp_path / "out")} == before  # the earlier set
     overlay = Image.open(tmp_path / "out" / "m_overlay.png")
     assert overlay.mode == "P"
     import tifffile
