@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -377,6 +378,87 @@ def default_project(data: str) -> str:
     return f"{dataset_name(data)}-search"
 
 
+PROJECT_FILE = "temtool_project.json"  # what defines a search: a resumed one must match it
+_DEFINING = ("data", "data_splits", "tuner", "space", "train", "repeats", "pixel_size_nm")
+
+
+def _project_record(cfg: TuneConfig, ds: Dataset) -> dict:
+    """What defines a search project: its data (folder and split), search space and training."""
+    splits = json.dumps({k: sorted(v) for k, v in ds.splits.items()}, sort_keys=True)
+    return {
+        "data": str(Path(ds.path).resolve()),
+        "data_splits": hashlib.sha256(splits.encode()).hexdigest()[:16],
+        "tuner": cfg.tuner,
+        "space": json.loads(json.dumps(dataclasses.asdict(cfg.space), default=list)),
+        "train": json.loads(json.dumps(dataclasses.asdict(cfg.train), default=list)),
+        "repeats": cfg.repeats,
+        "pixel_size_nm": ds.pixel_size_nm,
+    }
+
+
+def _check_project(root: Path, record: dict) -> None:
+    """Record what defines a new project; refuse to resume one that other settings made."""
+    f = root / PROJECT_FILE
+    if f.is_file():
+        try:
+            before = json.loads(f.read_text())
+        except (OSError, ValueError):
+            before = {}
+        differ = [k for k in _DEFINING if before.get(k) != record[k]]
+        if differ:
+            raise TemtoolError(
+                f"{root}: this search was made with other settings ({', '.join(differ)} differ), "
+                "so its trials are not this search's; use --overwrite to start it over, or another --project"
+            )
+        return
+    if any(root.glob("trial_*")):
+        raise TemtoolError(
+            f"{root}: holds trials whose settings were not recorded; use --overwrite or another --project"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(f, lambda t: t.write_text(json.dumps(record, indent=1)))
+
+
+@contextlib.contextmanager
+def _project_lock(root: Path):
+    """One process at a time in a (non-distributed) project: a second one is refused."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / ".temtool-tune.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise TemtoolError(
+                    f"{root}: another temtool tune (process {pid}) is running this project; "
+                    "wait for it, or use another --project"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a run that is gone
+    else:  # pragma: no cover - another process took it between our two tries
+        raise TemtoolError(f"{root}: another temtool tune is starting on this project; use another --project")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def distributed_env(chief: str | None = None, worker: str | None = None, worker_id: int = 0) -> dict:
     """KerasTuner's environment for a chief oracle at ``chief`` or a worker of the chief at
     ``worker`` (both ``HOST:PORT``)."""
@@ -432,8 +514,20 @@ def tune(
     root = Path(cfg.directory) / project
     check_writable(root, "directory")
     is_chief = os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief"
-    if cfg.overwrite and root.exists() and is_chief:
-        shutil.rmtree(root)
+    distributed = "KERASTUNER_ORACLE_IP" in os.environ
+    lock = contextlib.nullcontext() if distributed else _project_lock(root)
+    with lock:
+        if cfg.overwrite and root.exists() and is_chief:
+            for p in root.iterdir():
+                if p.name != ".temtool-tune.lock":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if is_chief:
+            _check_project(root, _project_record(cfg, ds))
+        return _search(cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start)
+
+
+def _search(cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start) -> dict:
+    """:func:`tune` once the project is checked (and locked)."""
     real_stdout = sys.stdout
 
     def to_stdout(fn):  # KerasTuner's stdout is captured below; temtool's callbacks are not

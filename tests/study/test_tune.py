@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -176,3 +177,35 @@ def test_explicit_pool_sequences_replace_the_product_grid():
     assert len(SearchSpace(depths=(3,), pools=(2, 4)).pool_sequences(3, 256)) == 8
     with pytest.raises(ParameterError):
         SearchSpace(sequences=((2, 0),))
+
+
+def test_a_project_resumed_with_other_settings_or_in_use_is_refused(run_cli, small_data, tmp_path):
+    """A project records its data, space and training: resuming it with another --data or
+    --epochs (or a widened grid) is one line, never the old trials under new labels; a second
+    process on the same project is refused while the first runs."""
+    import subprocess
+    import sys
+
+    args = _grid_2_4(small_data, tmp_path, "q", "--max-trials", 1)
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    other = tmp_path / "other" / "data"
+    shutil.copytree(small_data, other)
+    for changed, what in (
+        (_grid_2_4(other, tmp_path, "q"), "data differ"),
+        ([*_grid_2_4(small_data, tmp_path, "q"), "--epochs", 2], "train differ"),
+        ([*_grid_2_4(small_data, tmp_path, "q"), "--pools", "2,4,8"], "space differ"),
+    ):  # fmt: skip
+        code, _, err = run_cli(*changed)
+        assert code == 2 and what in err and "--overwrite" in err and "Traceback" not in err
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "q" / ".temtool-tune.lock").write_text(str(sleeper.pid))
+        code, _, err = run_cli(*_grid_2_4(small_data, tmp_path, "q"))
+        assert code == 2 and f"process {sleeper.pid}" in err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    code, out, err = run_cli(*_grid_2_4(small_data, tmp_path, "q"))  # the lock of a dead run is taken over
+    assert code == 0, err
+    assert json.loads(out)["n_trials"] == 4
