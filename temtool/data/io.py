@@ -24,6 +24,7 @@ __all__ = [
     "check_new_folder",
     "clean_stale_temporaries",
     "clean_stale_staged_files",
+    "pid_alive",
     "Micrograph",
     "PLAUSIBLE_PIXEL_NM",
     "IMAGE_SUFFIXES",
@@ -418,7 +419,8 @@ def check_new_folder(out: str | os.PathLike, overwrite: bool, param: str = "out_
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -437,7 +439,7 @@ def clean_stale_temporaries(out: str | os.PathLike) -> list[Path]:
         return removed
     for p in out.parent.glob(f".{out.name}.tmp-*"):
         pid = p.name[len(f".{out.name}.tmp-") :].split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -456,7 +458,7 @@ def clean_stale_staged_files(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in folder.iterdir():
         m = _STAGED_NAME.match(p.name)
-        if m and p.is_file() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and p.is_file() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

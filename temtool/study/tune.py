@@ -35,7 +35,7 @@ import keras_tuner as kt
 import numpy as np
 
 from temtool.data.dataset import Dataset, dataset_name, load_dataset
-from temtool.data.io import atomic_dir, atomic_write, check_writable
+from temtool.data.io import atomic_dir, atomic_write, check_writable, pid_alive
 from temtool.errors import ArchitectureError, ParameterError, TemtoolError
 from temtool.model.architecture import Architecture, build_resunet, count_params, parse_int_list
 from temtool.model.receptive_field import theoretical_rf_px
@@ -433,7 +433,7 @@ def _project_lock(root: Path):
                 pid = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise TemtoolError(
                     f"{root}: another temtool tune (process {pid}) is running this project; "
                     "wait for it, or use another --project"
@@ -447,16 +447,6 @@ def _project_lock(root: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def distributed_env(chief: str | None = None, worker: str | None = None, worker_id: int = 0) -> dict:
