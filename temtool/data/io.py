@@ -147,8 +147,6 @@ def _tiff_pixel_size_nm(tif) -> float | None:
     """Pixel size from ImageJ metadata or the TIFF resolution tags, in nm."""
     page = tif.pages[0]
     if tif.is_ome and tif.ome_metadata:
-        import re
-
         m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata)
         u = re.search(r'PhysicalSizeXUnit="([^"]+)"', tif.ome_metadata)
         if m:
