@@ -1,7 +1,10 @@
-"""Real micrographs out of the box: the shipped default model (as `temtool segment` runs it, no
-options) against Gaussian + Otsu with its smoothing chosen on the training micrographs, on
-real micrographs the model never saw (leave-micrographs-out: examples/data/real-tem is kept
-out of its training by examples/train_pretrained.py). Dice and particle-count error per
+"""Real micrographs out of the box. First, where ../shared/data/emps-train is present, published
+figures from many labs (dark and bright particles) with object scores, `segment` beside Gaussian +
+Otsu given the same polarity decision and post-processing (:func:`emps`). Then the shipped
+default model (as `temtool segment` runs it, no options) against Gaussian + Otsu with its
+smoothing chosen on the training micrographs, on real micrographs the model never saw
+(leave-micrographs-out: examples/data/real-tem is kept out of its training by
+examples/train_pretrained.py). Dice and particle-count error per
 image; then domain-randomised simulations beside Otsu tuned on others of them; crowded fields
 of large overlapping particles at the study's sampling, beside Otsu tuned on others; then the
 study-sampling case of issue 12 (a 4096x4096 simulated standard-TEM micrograph at 0.12 nm/px):
@@ -9,6 +12,7 @@ which model is chosen, the time and the count.
 
     python benchmarks/real_data.py [--model temtool/pretrained/standard] [--randomised 80]
                                    [--skip-large] [--skip-crowded]
+    python benchmarks/real_data.py --only emps --json benchmarks/results/real_data_emps.json
 
 Prints a Markdown table and the machine it ran on.
 """
@@ -192,14 +196,197 @@ def randomised(model: str | None, n: int) -> None:
     print(f"\nmodels chosen: {dict(zip(*np.unique(names, return_counts=True)))}")
 
 
+def _interval(diff: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of paired differences (resampling images)."""
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _emps_table(rows: list[dict]) -> dict:
+    """Print the published-figures table (all, dark, bright); return its numbers."""
+    groups = {
+        "all": rows,
+        "dark particles": [r for r in rows if r["truth"] == "dark"],
+        "bright particles": [r for r in rows if r["truth"] == "bright"],
+    }
+    right = sum(r["truth"] == r["decided"] for r in rows)
+    print(
+        f"\nPublished figures ({len(rows)} of emps-train, no options; polarity decided out of fold, "
+        f"{right}/{len(rows)} right; Otsu sigma chosen on the other folds; both after segment's "
+        "post-processing and splitting)\n"
+    )
+    print(
+        "| figures | n | method | Dice | object P | object R | object F1 | AP 0.5:0.95 | "
+        "median abs count error | size distance |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    result = {}
+    for g, sel in groups.items():
+        if not sel:
+            continue
+        s = result[g] = _emps_summary(sel)
+        for who, label in (("network", "temtool segment"), ("otsu", "Gaussian + Otsu")):
+            v = s[who]
+            print(
+                f"| {g} | {len(sel)} | {label} | {v['dice']:.3f} | {v['precision']:.3f} | "
+                f"{v['recall']:.3f} | {v['f1']:.3f} | {v['ap']:.3f} | "
+                f"{100 * v['median_abs_count_error']:.0f}% | {v['size_distance']:.3f} |"
+            )
+        (dlo, dhi), (lo, hi) = s["dice_difference_ci95"], s["f1_difference_ci95"]
+        print(
+            f"| {g} | | network - Otsu, 95% paired bootstrap | [{dlo:+.3f}, {dhi:+.3f}] | | | "
+            f"[{lo:+.3f}, {hi:+.3f}] | | | |"
+        )
+    return result
+
+
+def _emps_summary(sel: list[dict]) -> dict:
+    """Means over figures of each score, the median |count error|, and the paired bootstrap
+    intervals of network minus Otsu for Dice and object F1."""
+    out = {}
+    for who in ("network", "otsu"):
+        v = {m: float(np.mean([r[who][m] for r in sel])) for m in ("dice", "precision", "recall", "f1", "ap")}
+        v["median_abs_count_error"] = float(np.median([abs(r[who]["count_error"]) for r in sel]))
+        sd = [r[who]["size_distance"] for r in sel if r[who]["size_distance"] is not None]
+        v["size_distance"] = float(np.mean(sd)) if sd else None
+        out[who] = v
+    for m in ("dice", "f1"):
+        out[f"{m}_difference_ci95"] = _interval(np.array([r["network"][m] - r["otsu"][m] for r in sel]))
+    return out
+
+
+def emps(model: str | None, json_path: str | None, limit: int | None = None) -> None:
+    """Published figures (../shared/data/emps-train, 366 crops from many labs, instance maps):
+    `segment` with no options (polarity decided, annotations ignored, post-processing and
+    particle splitting), beside Gaussian + Otsu given the same polarity decision, the same
+    post-processing and the same splitting, its sigma chosen on the other folds (grouped by
+    article). The polarity of each figure is the decision of rules fitted without its fold
+    (benchmarks/results/polarity.json, out_of_fold), so no score rests on a rule fitted on the
+    figure itself. Dice, object precision / recall / F1 at IoU 0.5, AP 0.5:0.95, median
+    |count error| and size-distribution distance; by the true polarity of the figures."""
+    import csv
+    import json as js
+    import subprocess
+
+    from temtool.inference.annotations import mask_annotations
+    from temtool.inference.pipeline import SegmentOptions, infer
+    from temtool.inference.polarity import invert
+    from temtool.study.baselines import OTSU_SIGMAS_PX
+    from temtool.study.metrics import instance_scores
+
+    emps_dir = ROOT.parent / "shared" / "data" / "emps-train"
+    fit = js.loads((ROOT / "benchmarks" / "results" / "polarity.json").read_text())
+    oof = fit["out_of_fold"]
+    sys.path.insert(0, str(ROOT / "examples"))
+    from fit_polarity import folds_by_group
+
+    doi = {r["filename"]: r["doi"] for r in csv.DictReader(open(emps_dir / "sources.csv"))}
+    names = sorted(oof)[:limit]
+    folds = folds_by_group([doi[n] for n in names])
+    truths = {n: read_image(emps_dir / "instances" / n).data.astype(np.int64) for n in names}
+    images = {n: read_image(emps_dir / "images" / n).data for n in names}
+
+    def oriented(n, decided):  # the annotation-filled figure, inverted where decided bright
+        filled, drawn = mask_annotations(images[n])
+        return (invert(filled) if decided == "bright" else filled), drawn
+
+    # Otsu's sigma per fold, chosen on the other folds with each figure the right way round
+    table = {
+        n: [
+            binary_scores_np(truths[n] > 0, otsu_segment(oriented(n, oof[n]["truth"])[0], g))["dice"]
+            for g in OTSU_SIGMAS_PX
+        ]
+        for n in names
+    }
+    sigma = {}
+    for f in range(folds.max() + 1):
+        others = [n for n, k in zip(names, folds) if k != f]
+        best = OTSU_SIGMAS_PX[int(np.argmax(np.mean([table[n] for n in others], axis=0)))]
+        sigma.update({n: best for n, k in zip(names, folds) if k == f})
+
+    chooser, post = ModelChooser(model), PostProcessing()
+
+    def objects(prob, drawn):
+        mask, _ = post.apply(np.asarray(prob, np.float32))
+        if drawn is not None:
+            mask[drawn] = 0
+        labels, _ = measure_particles(mask, None, min_area_px=1, pinhole_px=0)
+        return mask, labels
+
+    rows = []
+    t0 = time.perf_counter()
+    for n in names:
+        decided = oof[n]["decided"]
+        f = emps_dir / "images" / n
+        r = infer(
+            f, read_image(f), chooser, SegmentOptions(polarity=decided)
+        )  # as `segment` reads and infers
+        net_mask, net_labels = objects(r.prob, None)
+        x, drawn = oriented(n, decided)
+        otsu_mask, otsu_labels = objects(
+            otsu_segment(x, sigma[n]).astype(np.float32), drawn if drawn.any() else None
+        )
+        truth = truths[n]
+        rows.append(
+            {
+                "figure": n,
+                "truth": oof[n]["truth"],
+                "decided": decided,
+                "model": Path(r.model).name,
+                "network": {
+                    "dice": binary_scores_np(truth > 0, net_mask)["dice"],
+                    **instance_scores(truth, net_labels),
+                },
+                "otsu": {
+                    "dice": binary_scores_np(truth > 0, otsu_mask)["dice"],
+                    **instance_scores(truth, otsu_labels),
+                },
+                "otsu_sigma_px": sigma[n],
+            }
+        )
+    seconds = time.perf_counter() - t0
+
+    result = _emps_table(rows)
+    chosen = dict(zip(*np.unique([r["model"] for r in rows], return_counts=True)))
+    print(f"\nmodels chosen: {chosen}; {seconds:.0f} s")
+    if json_path:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        Path(json_path).write_text(
+            js.dumps(
+                {
+                    "command": "python benchmarks/real_data.py --only emps --json " + json_path,
+                    "commit": commit,
+                    "data": {"emps-train": len(rows), "polarity_fit": fit["commit"]},
+                    "summary": result,
+                    "models_chosen": {k: int(v) for k, v in chosen.items()},
+                    "per_figure": rows,
+                    "machine": machine(),
+                },
+                indent=1,
+            )
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="a bundle (default: what segment picks)")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--skip-crowded", action="store_true")
     ap.add_argument("--randomised", type=int, default=80, help="domain-randomised images (0: none)")
+    ap.add_argument("--only", choices=("emps",), help="run one section only")
+    ap.add_argument("--emps-limit", type=int, default=None, help="the first N published figures only")
+    ap.add_argument("--json", help="write the published-figures section's results here")
     args = ap.parse_args()
     os.environ.setdefault("TEMTOOL_CACHE", tempfile.mkdtemp())  # ignore the user's last model
+    if (ROOT.parent / "shared" / "data" / "emps-train").is_dir():
+        emps(args.model, args.json, args.emps_limit)
+    if args.only == "emps":
+        print()
+        print(machine())
+        return
     real(args.model)
     if args.randomised:
         randomised(args.model, args.randomised)

@@ -432,8 +432,11 @@ def segment(
     ] = True,
     polarity: Annotated[
         str,
-        O(help="dark: particles darker than the background (bright-field TEM); bright: HAADF, dark field."),
-    ] = "dark",
+        O(
+            help="auto: decided per image; dark: particles darker than the background (bright-field "
+            "TEM); bright: brighter (HAADF-STEM, dark field, most SEM)."
+        ),
+    ] = "auto",
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""

@@ -332,6 +332,10 @@ def training_summary(meta: dict) -> list[Table]:
     return out
 
 
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
 def evaluation_tables(res: dict) -> list[Table]:
     t = Table(title=f"Per image ({res['split']} split of {Path(res['data']).name})")
     t.add_column("image", overflow="fold")
@@ -370,6 +374,28 @@ def evaluation_tables(res: dict) -> list[Table]:
             "",
         )
     out = [t, s]
+    objects = res.get("objects")
+    if objects:
+        o = Table(title="Particles (instances/ as truth; both after segment's post-processing and splitting)")
+        o.add_column("method")
+        for c in (
+            "precision",
+            "recall",
+            "F1 @ IoU 0.5",
+            "AP 0.5:0.95",
+            "median |count error|",
+            "size distance",
+        ):
+            o.add_column(c, justify="right")
+        for who, label in (("model", "network"), ("otsu", "Gaussian + Otsu")):
+            m = objects[who]
+            o.add_row(
+                label,
+                *(_fmt(m[k]) for k in ("precision", "recall", "f1", "ap")),
+                "" if m["median_abs_count_error"] is None else f"{100 * m['median_abs_count_error']:.0f}%",
+                _fmt(m["size_distance"]),
+            )
+        out.append(o)
     by_class = res.get("dice_by_class") or {}
     if by_class:
         classes = sorted({c for v in by_class.values() for c in v})

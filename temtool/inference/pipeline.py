@@ -47,6 +47,7 @@ from temtool.inference.outputs import (
     write_probability_tiff,
     write_size_histogram,
 )
+from temtool.inference.polarity import decide_polarity, invert
 from temtool.inference.segmenter import Segmenter
 
 __all__ = [
@@ -63,7 +64,10 @@ __all__ = [
     "segment_files",
 ]
 
-POLARITIES = ("dark", "bright")  # particles darker (bright-field TEM) or brighter (HAADF, dark field)
+# decided per image (temtool.inference.polarity), or particles darker (bright-field TEM) or
+# brighter (HAADF-STEM, dark field, most SEM figures) than the background
+POLARITIES = ("auto", "dark", "bright")
+UNSURE_POLARITY = 0.75  # a decided polarity less probable than this is called unsure in the notes
 METHODS = ("model", "fourier")  # the network, or the Bragg-filter baseline (no model)
 AU_D_SPACINGS_NM = (0.2355, 0.2039)  # Au {111} and {200}
 
@@ -77,8 +81,10 @@ class SegmentOptions:
     ``fourier`` (with ``d_spacing_nm``). ``channel``/``frame``: which plane of a colour image
     or a stack. ``ignore_annotations``: find burned-in scale bars, labels and data bars
     (:mod:`temtool.inference.annotations`), hide them from the model and keep them out of the
-    mask. ``polarity``: ``dark`` (particles darker than the background: bright-field TEM, what
-    the models learned) or ``bright`` (HAADF-STEM, dark field: the contrast is inverted first).
+    mask. ``polarity``: ``auto`` (decided per image by :mod:`temtool.inference.polarity`,
+    except for an HRTEM model, which sees the contrast as recorded), ``dark`` (particles darker
+    than the background: bright-field TEM, what the models learned) or ``bright`` (HAADF-STEM,
+    dark field: the contrast is inverted first).
     """
 
     pixel_size_nm: float | None = None
@@ -88,7 +94,7 @@ class SegmentOptions:
     channel: int | None = None
     frame: int | None = None
     ignore_annotations: bool = True
-    polarity: str = "dark"
+    polarity: str = "auto"
 
     def __post_init__(self):
         lo, hi = PLAUSIBLE_PIXEL_NM
@@ -118,6 +124,7 @@ class Inferred:
     runtime: str | None
     model_choice: str | None  # why that model
     tiling: dict | None
+    polarity: dict | None = None  # {"value", "source": option / decided / hrtem, "p_dark"}
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -198,8 +205,9 @@ def read_micrograph(path: Path, options: SegmentOptions) -> Micrograph:
 def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inferred:
     """The model stage: the probability map of a read micrograph. Burned-in annotations
     (:mod:`temtool.inference.annotations`) are filled before and set to background after,
-    unless ``options.ignore_annotations`` is False; ``polarity="bright"`` inverts the
-    contrast first."""
+    unless ``options.ignore_annotations`` is False. The model is chosen on the contrast as
+    recorded; an image whose particles are brighter (``options.polarity``, decided per image
+    by default) is then inverted for it."""
     px = options.pixel_size_nm or mg.pixel_size_nm
     image = mg.data
     notes: list[str] = [] if options.pixel_size_nm else list(mg.notes)
@@ -212,18 +220,22 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
             )
         else:
             drawn = None
-    if options.polarity == "bright":  # the models and the threshold look for darker particles
-        image = np.float32(np.max(image)) + np.float32(np.min(image)) - np.asarray(image, np.float32)
-        notes.append("particles brighter than the background (--polarity bright): contrast inverted")
     seg, spread, why, tiling = None, None, None, None
+    if options.method != "fourier":  # chosen on the contrast as recorded (the regime does not depend on it)
+        seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
+        why = getattr(segmenter, "reason", None)
+    polarity, result = _polarity(image, drawn, options, seg, px)
+    if polarity["value"] == "bright":  # the models and the threshold look for darker particles
+        image = invert(image)
+    note = polarity.pop("note")
+    if note:
+        notes.append(note)
     if options.method == "fourier":
         if px is None:
             raise TemtoolError(f"{path}: --method fourier needs the pixel size; pass --pixel-size")
         prob = fourier_segment(image, px, options.d_spacing_nm).astype(np.float32)
     else:
-        seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
-        why = getattr(segmenter, "reason", None)
-        result = seg.probability(image, px)
+        result = result or seg.probability(image, px)
         prob, spread, tiling = result.prob, result.spread, result.tiling
         notes += result.notes
     if drawn is not None:
@@ -240,7 +252,49 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         runtime=seg.runtime if seg else None,
         model_choice=why,
         tiling=tiling,
+        polarity=polarity,
     )
+
+
+def _polarity(image: np.ndarray, drawn, options: SegmentOptions, seg, px) -> tuple[dict, object]:
+    """Which way round the contrast is, where that came from and a note for the summary; and
+    the network's result for the image the right way round where deciding already made it."""
+    if options.polarity != "auto":
+        note = (
+            "particles brighter than the background (--polarity bright): contrast inverted"
+            if options.polarity == "bright"
+            else None
+        )
+        return {"value": options.polarity, "source": "option", "p_dark": None, "note": note}, None
+    if options.method == "fourier" or getattr(seg, "regime", None) == "hrtem":
+        return {
+            "value": "dark",
+            "source": "hrtem model: contrast as recorded",
+            "p_dark": None,
+            "note": None,
+        }, None
+    passes = []  # the network on the image as recorded, then inverted (when asked)
+
+    def network(x):
+        passes.append(seg.probability(x, px))
+        return passes[-1].prob
+
+    d = decide_polarity(image, drawn, network)
+    note = None
+    if d.polarity == "bright":
+        note = f"particles brighter than the background (decided, P {d.confidence:.2f}): contrast inverted"
+    if d.confidence < UNSURE_POLARITY:
+        note = (
+            f"particles taken as {'brighter' if d.polarity == 'bright' else 'darker'} than the background, "
+            f"but unsure (P {d.confidence:.2f}): pass --polarity dark or bright if that is wrong"
+        )
+    value = {
+        "value": d.polarity,
+        "source": f"decided ({d.rule} cues)",
+        "p_dark": round(d.p_dark, 4),
+        "note": note,
+    }
+    return value, (passes[d.polarity == "bright"] if passes else None)
 
 
 def finish(
@@ -281,6 +335,7 @@ def finish(
         "model": r.model,
         "runtime": r.runtime,
         "model_choice": r.model_choice,
+        "polarity": r.polarity,
         "particles": len(rows),
         "particles_not_touching_border": len(d),
         "diameter_mean": float(np.mean(d)) if d else None,

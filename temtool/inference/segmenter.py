@@ -49,6 +49,7 @@ class Segmenter:
     diameter_range_px: tuple[float, float] | None = None  # particle sizes the model was trained on
     name: str = ""
     runtime: str = "keras"  # what runs the network: "keras", or "onnx" (temtool.model.onnx_graph)
+    regime: str | None = None  # what the model was trained on: "standard", "hrtem" (None: unknown)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -79,6 +80,7 @@ class Segmenter:
             diameter_range_px=b.diameter_range_px,
             name=str(b.path),
             runtime=runtime,
+            regime=b.regime,
             **kw,
         )
 

@@ -7,6 +7,9 @@
 - Beside it, the classical baselines tuned the same way (:func:`baselines`): Gaussian + Otsu
   with its smoothing chosen on the validation split (reported in px and nm), and for HRTEM the
   Fourier (Bragg-annulus) filter with its smoothing chosen on validation too.
+- Where the dataset has instance maps (``instances/``), object scores (:func:`object_scores`:
+  precision, recall, F1 at IoU 0.5, AP over 0.5:0.95, count error, size-distribution
+  distance) after ``segment``'s post-processing, for the network and the baseline alike.
 - On simulated data, Dice per particle class (``fringed``, ``weak_fringe``, ``off_zone`` for
   HRTEM), which the simulator records (:func:`class_dice`).
 
@@ -23,9 +26,10 @@ import numpy as np
 
 from temtool.data.io import read_image
 from temtool.inference.classical import fourier_segment, otsu_segment
+from temtool.inference.measure import PostProcessing, measure_particles
 from temtool.inference.segmenter import Segmenter
 from temtool.study.baselines import OTSU_SIGMAS_PX, best_otsu_sigma
-from temtool.study.metrics import binary_scores_np
+from temtool.study.metrics import binary_scores_np, instance_scores
 
 __all__ = [
     "seed_summary",
@@ -34,6 +38,8 @@ __all__ = [
     "class_dice",
     "score_split",
     "baselines",
+    "instance_truth",
+    "object_scores",
     "FOURIER_SMOOTH_NM",
 ]
 
@@ -150,6 +156,24 @@ def best_fourier_smooth(ds, stems: Sequence[str]) -> float:
         )
 
     return float(max(FOURIER_SMOOTH_NM, key=score))
+
+
+def instance_truth(ds, stem: str) -> np.ndarray | None:
+    """The instance map of one image of a dataset (its ``instances/`` folder), or None."""
+    files = sorted((ds.path / "instances").glob(f"{stem}.*")) if ds.path else []
+    if not files:
+        return None
+    inst = np.rint(read_image(files[0]).data).astype(np.int64)  # ids, whatever the file's type
+    return inst if inst.shape == ds.masks[stem].shape else None
+
+
+def object_scores(truth: np.ndarray, prob: np.ndarray, pixel_size_nm: float | None = None) -> dict:
+    """:func:`temtool.study.metrics.instance_scores` of a probability map (or a 0/1 mask)
+    after ``segment``'s post-processing and particle splitting, against an instance map: the
+    same steps for a network and a baseline."""
+    mask, _ = PostProcessing().apply(np.asarray(prob, np.float32), pixel_size_nm)
+    labels, _ = measure_particles(mask, pixel_size_nm, min_area_px=1, pinhole_px=0)
+    return instance_scores(truth, labels)
 
 
 def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_images: int = 64) -> dict:

@@ -142,6 +142,27 @@ def _seq_str(seq) -> str:
     return ",".join(map(str, seq))
 
 
+def grid_architectures(space: SearchSpace, patch_px: int) -> list[str]:
+    """Every architecture a space offers for patches of ``patch_px``, as the value of the one
+    categorical hyperparameter ``architecture``.
+
+    One categorical choice rather than depth with pools and filters in conditional scopes:
+    KerasTuner 1.4's grid search does not fill conditional hyperparameters (a grid over
+    depths 2 and 3 failed with a missing ``pools_d3``)."""
+    return [
+        _arch_key(d, seq, f)
+        for d in space.valid_depths(patch_px)
+        for seq in space.pool_sequences(d, patch_px)
+        for f in space.filter_choices(d)
+    ]
+
+
+def patch_px_of(data: Dataset) -> int:
+    """The side that every training patch of a dataset is a multiple of (what pools must divide)."""
+    x_tr, _ = data.arrays("train")
+    return math.gcd(*x_tr.shape[1:3])
+
+
 class ResUNetHyperModel(kt.HyperModel):
     """Translates hyperparameters into the shared :class:`~temtool.model.architecture.Architecture` and
     trains a trial with :func:`temtool.study.train.train` (``repeats`` seeds). Its state (search
@@ -158,13 +179,16 @@ class ResUNetHyperModel(kt.HyperModel):
         on_epoch: Callable | None = None,
         on_trial_start: Callable | None = None,
         baselines: dict | None = None,
+        exclude: frozenset[str] = frozenset(),
+        id_prefix: str = "",
     ):
         super().__init__(name="resunet")
+        # a grid's additions (see tune): the architectures searched before, and the new trials' id prefix
+        self.exclude, self.id_prefix = exclude, id_prefix
         self.space, self.data, self.train_cfg, self.repeats = space, data, train_cfg, repeats
         self.baselines = baselines  # computed once per search, recorded in every trial's bundle
         self.on_trial, self.on_epoch, self.on_trial_start = on_trial, on_epoch, on_trial_start
-        x_tr, _ = data.arrays("train")
-        self.patch_px = math.gcd(*x_tr.shape[1:3])
+        self.patch_px = patch_px_of(data)
         self.depths = space.valid_depths(self.patch_px)
         if not self.depths:
             raise TemtoolError(
@@ -174,17 +198,8 @@ class ResUNetHyperModel(kt.HyperModel):
             )
 
     def architectures(self) -> list[str]:
-        """Every offered architecture, as the value of one categorical hyperparameter.
-
-        One categorical choice rather than depth with pools and filters in conditional scopes:
-        KerasTuner 1.4's grid search does not fill conditional hyperparameters (a grid over
-        depths 2 and 3 failed with a missing ``pools_d3``)."""
-        return [
-            _arch_key(d, seq, f)
-            for d in self.depths
-            for seq in self.space.pool_sequences(d, self.patch_px)
-            for f in self.space.filter_choices(d)
-        ]
+        """Every offered architecture (:func:`grid_architectures`) not already searched."""
+        return [k for k in grid_architectures(self.space, self.patch_px) if k not in self.exclude]
 
     def declare(self, hp) -> Architecture:
         choices = self.architectures()
@@ -212,13 +227,13 @@ class ResUNetHyperModel(kt.HyperModel):
             loss=hp.values.get("loss", self.train_cfg.loss),
         )
         if self.on_trial_start:
-            self.on_trial_start(trial_id, arch, cfg.epochs * self.repeats)
+            self.on_trial_start(f"{self.id_prefix}{trial_id}", arch, cfg.epochs * self.repeats)
         t0 = time.perf_counter()
         best, runs, ds = train(arch, self.data, cfg, self.repeats, on_epoch=self.on_epoch)
         metrics = metrics_from_runs(best, runs)
         px, rf = ds.pixel_size_nm, theoretical_rf_px(arch)
         record = {
-            "trial_id": trial_id,
+            "trial_id": f"{self.id_prefix}{trial_id}",
             "depth": arch.depth,
             "pools": list(arch.pools),
             "filters": list(arch.filters),
@@ -396,8 +411,48 @@ def _project_record(cfg: TuneConfig, ds: Dataset) -> dict:
     }
 
 
-def _check_project(root: Path, record: dict) -> None:
-    """Record what defines a new project; refuse to resume one that other settings made."""
+ADDITIONS = "additions-"  # folders of a grid's additions inside its project
+_ARCHITECTURE_KEYS = ("depths", "pools", "base_filters", "max_params", "sequences")
+
+
+def _grid_addition(before: dict, record: dict, patch_px: int) -> tuple[str, frozenset[str]] | None:
+    """Where a widened grid resumes: ``(folder, architectures already searched)`` when
+    ``record`` differs from the project's only in the architectures its grid offers, and offers
+    every one searched so far (a new folder when it offers more, the folder of an earlier
+    addition when it is that addition's space); None otherwise."""
+    if before.get("tuner") != "grid" or any(before.get(k) != record[k] for k in _DEFINING if k != "space"):
+        return None
+    old, new = before.get("space") or {}, record["space"]
+    if any(old.get(k) != v for k, v in new.items() if k not in _ARCHITECTURE_KEYS):
+        return None  # learning rates, losses or kernel: another search
+    additions = before.setdefault("additions", [])
+    searched: list[str] = []
+    for i, space in enumerate([old] + [a["space"] for a in additions]):
+        if i and space == new:
+            return additions[i - 1]["folder"], frozenset(searched)
+        searched += grid_architectures(_space(space), patch_px)
+    offered = set(grid_architectures(_space(new), patch_px))
+    if not set(searched) < offered:
+        return None  # narrower or other: not an addition
+    folder = f"{ADDITIONS}{len(additions) + 1}"
+    additions.append({"folder": folder, "space": new})
+    return folder, frozenset(searched)
+
+
+def _space(d: dict) -> SearchSpace:
+    """A :class:`SearchSpace` from its record (lists back to tuples)."""
+    fields = {f.name for f in dataclasses.fields(SearchSpace)}
+
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return SearchSpace(**{k: tup(v) for k, v in d.items() if k in fields})
+
+
+def _check_project(root: Path, record: dict, patch_px: int) -> tuple[str, frozenset[str]] | None:
+    """Record what defines a new project; refuse to resume one that other settings made. A
+    grid widened to offer more architectures is an addition (:func:`_grid_addition`): its
+    folder in the project and the architectures not to run again; None for the project itself."""
     f = root / PROJECT_FILE
     if f.is_file():
         try:
@@ -405,18 +460,30 @@ def _check_project(root: Path, record: dict) -> None:
         except (OSError, ValueError):
             before = {}
         differ = [k for k in _DEFINING if before.get(k) != record[k]]
-        if differ:
+        if not differ:
+            return None
+        n_additions = len(before.get("additions", []))
+        addition = _grid_addition(before, record, patch_px) if differ == ["space"] else None
+        if addition is None:
             raise TemtoolError(
                 f"{root}: this search was made with other settings ({', '.join(differ)} differ), "
                 "so its trials are not this search's; use --overwrite to start it over, or another --project"
+                + (
+                    " (a grid may only be widened: every architecture searched so far must stay in it)"
+                    if differ == ["space"]
+                    else ""
+                )
             )
-        return
+        if len(before.get("additions", [])) != n_additions:  # a new addition: recorded before it runs
+            atomic_write(f, lambda t: t.write_text(json.dumps(before, indent=1)))
+        return addition
     if any(root.glob("trial_*")):
         raise TemtoolError(
             f"{root}: holds trials whose settings were not recorded; use --overwrite or another --project"
         )
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(f, lambda t: t.write_text(json.dumps(record, indent=1)))
+    return None
 
 
 @contextlib.contextmanager
@@ -511,12 +578,15 @@ def tune(
             for p in root.iterdir():
                 if p.name != ".temtool-tune.lock":
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
-        if is_chief:
-            _check_project(root, _project_record(cfg, ds))
-        return _search(cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start)
+        addition = _check_project(root, _project_record(cfg, ds), patch_px_of(ds)) if is_chief else None
+        return _search(
+            cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start, addition
+        )
 
 
-def _search(cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start) -> dict:
+def _search(
+    cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start, on_start, addition=None
+) -> dict:
     """:func:`tune` once the project is checked (and locked)."""
     real_stdout = sys.stdout
 
@@ -539,8 +609,11 @@ def _search(cfg, ds, root, project, is_chief, on_trial, on_epoch, on_trial_start
         to_stdout(on_epoch),
         to_stdout(on_trial_start),
         baselines=_search_baselines(ds, root),
+        exclude=addition[1] if addition else frozenset(),
+        id_prefix=f"{addition[0]}/" if addition else "",
     )
-    kw = cfg.tuner_kwargs(hypermodel, project)
+    # a grid's addition is a KerasTuner project of its own inside this one
+    kw = cfg.tuner_kwargs(hypermodel, f"{project}/{addition[0]}" if addition else project)
     # KerasTuner prints to stdout (e.g. "Reloading Tuner from ..."); keep stdout for temtool's
     # own output (trial lines, tables, --json); TEMTOOL_TUNER_VERBOSE=1 shows its lines on stderr.
     chatter = io.StringIO()
@@ -599,13 +672,18 @@ RESULT_COLUMNS = (
 
 
 def collect_trials(root: Path) -> list[dict]:
-    """temtool's record of every finished trial of a project, best first."""
+    """temtool's record of every finished trial of a project (its grid's additions too), best
+    first; each with ``trial_dir``, its folder within the project."""
+    root = Path(root)
     rows = []
-    for f in sorted(Path(root).glob("trial_*/temtool_trial.json")):
+    for f in sorted(
+        [*root.glob("trial_*/temtool_trial.json"), *root.glob(f"{ADDITIONS}*/trial_*/temtool_trial.json")]
+    ):
         try:
-            rows.append(json.loads(f.read_text()))
+            row = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        rows.append({**row, "trial_dir": f.parent.relative_to(root).as_posix()})
     rows.sort(key=lambda r: -r["val_hard_dice_mean"])
     return rows
 
@@ -630,7 +708,7 @@ def write_results(root: Path, meta: dict | None = None) -> dict:
             [",".join(map(str, r[c])) if isinstance(r.get(c), list) else r.get(c) for c in RESULT_COLUMNS]
         )
     atomic_write(root / "results.csv", lambda p: p.write_text(buf.getvalue()))
-    best = root / f"trial_{rows[0]['trial_id']}" / "bundle"
+    best = root / rows[0]["trial_dir"] / "bundle"
     if best.is_dir():
         with atomic_dir(root / "best_model") as tmp:
             shutil.copytree(best, tmp, dirs_exist_ok=True)

@@ -466,3 +466,31 @@ def test_outputs_never_replace_a_file_temtool_did_not_write(run_cli, tmp_path):
     code, _, err = run_cli("segment", ow / "other.tif", "--method", "fourier", "--out", ow)
     assert code == 0, err  # its own earlier outputs are replaced
     assert (ow / "other_mask.png").stat().st_mtime_ns >= before
+
+
+def test_a_full_disk_during_simulate_is_one_line_and_leaves_nothing(run_cli, tmp_path, monkeypatch):
+    """The file system says 'No space left on device' at the third image written: one line
+    naming the file system's complaint, exit 2, no traceback, no dataset and no temporary
+    folder left behind."""
+    import errno
+
+    import temtool.data.dataset as dataset
+
+    calls = {"n": 0}
+    real_write = dataset.write_png
+
+    def filling(path, data, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data, *a, **kw)
+
+    monkeypatch.setattr(dataset, "write_png", filling)
+    code, out, err = run_cli(
+        "simulate", tmp_path / "sims", "--regime", "standard", "--n", 4, "--size", 32, "--workers", 1
+    )
+    assert code == 2 and calls["n"] == 3
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and os.strerror(errno.ENOSPC) in errors[0] and "sims" in errors[0]
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary folder

@@ -99,6 +99,17 @@ def test_train_evaluate_rf_end_to_end(run_cli, tiny_data, tmp_path):
     dice = (2 * (truth & pred).sum() + 1) / (truth.sum() + pred.sum() + 1)  # Dice with smoothing 1
     assert res["per_image"][0]["otsu"]["dice"] == pytest.approx(dice, abs=1e-6)
     assert res["mean"]["otsu"]["dice"] > 0.8  # the classical baseline works on standard TEM
+    # object scores against the simulator's instances/, the baseline through segment's post-processing
+    from temtool.study.protocol import instance_truth, object_scores
+
+    truth_labels = instance_truth(ds, stem)
+    assert truth_labels is not None and truth_labels.max() >= 1
+    assert res["per_image"][0]["otsu_objects"] == object_scores(
+        truth_labels, pred.astype(np.float32), ds.pixel_size_nm
+    )
+    f1 = [r["otsu_objects"]["f1"] for r in res["per_image"]]
+    assert res["objects"]["otsu"]["f1"] == pytest.approx(np.mean(f1)) and res["objects"]["otsu"]["f1"] > 0.3
+    assert set(res["objects"]["model"]) >= {"precision", "recall", "f1", "ap", "median_abs_count_error"}
     code, stdout, err = run_cli("rf", "--model", out, "--json")
     assert code == 0 and json.loads(stdout)["rf_px"] == 44
 

@@ -181,7 +181,7 @@ def test_explicit_pool_sequences_replace_the_product_grid():
 
 def test_a_project_resumed_with_other_settings_or_in_use_is_refused(run_cli, small_data, tmp_path):
     """A project records its data, space and training: resuming it with another --data or
-    --epochs (or a widened grid) is one line, never the old trials under new labels; a second
+    --epochs (or a narrowed grid) is one line, never the old trials under new labels; a second
     process on the same project is refused while the first runs."""
     import subprocess
     import sys
@@ -194,7 +194,7 @@ def test_a_project_resumed_with_other_settings_or_in_use_is_refused(run_cli, sma
     for changed, what in (
         (_grid_2_4(other, tmp_path, "q"), "data differ"),
         ([*_grid_2_4(small_data, tmp_path, "q"), "--epochs", 2], "train differ"),
-        ([*_grid_2_4(small_data, tmp_path, "q"), "--pools", "2,4,8"], "space differ"),
+        ([*_grid_2_4(small_data, tmp_path, "q"), "--pools", "2"], "space differ"),  # narrowed
     ):  # fmt: skip
         code, _, err = run_cli(*changed)
         assert code == 2 and what in err and "--overwrite" in err and "Traceback" not in err
@@ -209,3 +209,40 @@ def test_a_project_resumed_with_other_settings_or_in_use_is_refused(run_cli, sma
     code, out, err = run_cli(*_grid_2_4(small_data, tmp_path, "q"))  # the lock of a dead run is taken over
     assert code == 0, err
     assert json.loads(out)["n_trials"] == 4
+
+
+def test_a_widened_grid_runs_only_its_additions(run_cli, small_data, tmp_path, monkeypatch):
+    """--pools 2,4 then 2,4,8 on the same project: the two new architectures (2,8 and 8,2; the
+    others do not fit 64 px patches) run, the four searched ones are not trained again, and the
+    table holds all six; each grid resumed again trains nothing."""
+    code, out, err = run_cli(*_grid_2_4(small_data, tmp_path, "w"))
+    assert code == 0, err
+    assert json.loads(out)["n_trials"] == 4
+    code, out, err = run_cli(*_grid_2_4(small_data, tmp_path, "w"), "--pools", "2,4,8")
+    assert code == 0, err
+    res = json.loads(out)
+    assert sorted(tuple(r["pools"]) for r in res["trials"]) == [
+        (2, 2),
+        (2, 4),
+        (2, 8),
+        (4, 2),
+        (4, 4),
+        (8, 2),
+    ]
+    added = [r for r in res["trials"] if r["trial_dir"].startswith("additions-1/")]
+    assert sorted(tuple(r["pools"]) for r in added) == [(2, 8), (8, 2)]
+    assert len({r["trial_id"] for r in res["trials"]}) == 6
+    assert (tmp_path / "w" / "best_model" / "bundle.json").is_file()
+    record = json.loads((tmp_path / "w" / "temtool_project.json").read_text())
+    assert [a["folder"] for a in record["additions"]] == ["additions-1"]
+
+    import temtool.study.tune as tune_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a finished trial was trained again")
+
+    monkeypatch.setattr(tune_mod, "train", boom)
+    for pools in ("2,4,8", "2,4"):
+        code, out, err = run_cli(*_grid_2_4(small_data, tmp_path, "w"), "--pools", pools)
+        assert code == 0, err
+        assert json.loads(out)["n_trials"] == 6
