@@ -480,7 +480,34 @@ def tune_summary(res: dict) -> list:
 def segment_summary(res: dict, method: str, out: str) -> list:
     """The table of :func:`temtool.inference.pipeline.segment_files`' results and each image's notes."""
     notes = [f"{Path(r['file']).name}: {n}" for r in res["results"] for n in r["notes"]]
-    return [segmentation_table(res["results"], method, out), *notes]
+    return [segmentation_table(res["results"], method, out), *notes, *batch_lines(res.get("batch"))]
+
+
+def batch_lines(b: dict | None) -> list[str]:
+    """The pooled statistics of a run over several micrographs, in a line or two."""
+    if not b:
+        return []
+    if b["mean"] is None:
+        line = f"pooled: no particle in {b['unit']} away from the border"
+    else:
+        lo, hi = b["ci95_over_particles"]
+        line = (
+            f"pooled: {b['n_particles']} particles from {b['n_micrographs']} micrographs (border particles "
+            f"{b['border_particles']}): mean diameter {b['mean']:.2f} {b['unit']}, 95% CI {lo:.2f}-{hi:.2f} "
+            "over particles"
+        )
+        if b["ci95_over_micrographs"]:
+            lo, hi = b["ci95_over_micrographs"]
+            line += f", {lo:.2f}-{hi:.2f} over micrographs"
+    lines = [line]
+    if b["micrographs_in_other_units"]:
+        lines.append(
+            f"pooled sizes leave out {b['micrographs_in_other_units']} micrographs without a pixel size "
+            "(px, not nm)"
+        )
+    files = b.get("files", {})
+    lines.append("pooled outputs: " + ", ".join(Path(p).name for p in files.values()))
+    return lines
 
 
 def segmentation_table(results: list[dict], method: str, out: str) -> Table:
@@ -490,7 +517,7 @@ def segmentation_table(results: list[dict], method: str, out: str) -> Table:
     header_unit = units.pop() if len(units) == 1 else None
     t = Table(title=f"Segmentation ({method}) -> {out}")
     t.add_column("file", overflow="fold", ratio=1)
-    for c in ("particles", f"d mean+-sd {header_unit or ''}".strip(), "median", "area", "s"):
+    for c in ("particles", f"d mean+-sd {header_unit or ''}".strip(), "median", "area", "nm/px", "s"):
         t.add_column(c, justify="right", no_wrap=True)
     for r in results:
         unit = "" if header_unit else f" {r['diameter_unit']}"
@@ -506,9 +533,18 @@ def segmentation_table(results: list[dict], method: str, out: str) -> Table:
             d,
             med,
             f"{r['area_fraction']:.3f}",
+            _pixel_size_cell(r),
             f"{r['time_s']:.1f}",
         )
     return t
+
+
+def _pixel_size_cell(r: dict) -> str:
+    """The pixel size and where it came from (the file's metadata, or the option)."""
+    if not r.get("pixel_size_nm"):
+        return "-"
+    source = {"metadata": "file", "option": "given"}.get(r.get("pixel_size_source"), "")
+    return f"{r['pixel_size_nm']:.3g} {source}".strip()
 
 
 # ------------------------------------------------------------------------------ callbacks

@@ -79,6 +79,11 @@ def particle_columns(unit: str) -> tuple[str, ...]:
         f"major_axis_{unit}",
         f"minor_axis_{unit}",
         "eccentricity",
+        f"feret_max_{unit}",
+        f"feret_min_{unit}",
+        f"perimeter_{unit}",
+        "circularity",
+        "solidity",
         "touches_border",
     )
 
@@ -248,6 +253,11 @@ def measure_particles(
                 f"major_axis_{unit}": float(props["axis_major_length"][i]) * s,
                 f"minor_axis_{unit}": float(props["axis_minor_length"][i]) * s,
                 "eccentricity": float(props["eccentricity"][i]),
+                f"feret_max_{unit}": float(props["feret_max"][i]) * s,
+                f"feret_min_{unit}": float(props["feret_min"][i]) * s,
+                f"perimeter_{unit}": float(props["perimeter"][i]) * s,
+                "circularity": float(props["circularity"][i]),
+                "solidity": float(props["solidity"][i]),
                 "touches_border": bool(y0 == 0 or x0 == 0 or y1 == H or x1 == W),
             }
         )
@@ -259,10 +269,11 @@ def region_properties(labels: np.ndarray, boxes: list | None = None) -> dict[str
     ``skimage.measure.regionprops`` defines them (pixel units): ``label``, ``area``,
     ``centroid`` (row, col), ``bbox`` (min_row, min_col, max_row, max_col),
     ``equivalent_diameter``, ``axis_major_length``, ``axis_minor_length`` and ``eccentricity``
-    (from the eigenvalues of the inertia tensor of the second central moments), one entry per
-    label present, in increasing label order. Only the second moments are computed, on each
-    region's bounding box, with no Python object per region (equal to scikit-image's
-    ``regionprops`` to rounding).
+    (from the eigenvalues of the inertia tensor of the second central moments), and the outline
+    measures of :func:`outline_properties` (``perimeter``, ``feret_max``, ``feret_min``,
+    ``solidity``, ``circularity``), one entry per label present, in increasing label order.
+    The moments are computed on each region's bounding box, with no Python object per region
+    (equal to scikit-image's ``regionprops`` to rounding).
     ``boxes``: where known, for each label ``i`` at ``[i - 1]`` a pair of slices that holds
     it, not necessarily tightly (else found with ``ndi.find_objects``); the same results."""
     lab = np.asarray(labels)
@@ -271,6 +282,7 @@ def region_properties(labels: np.ndarray, boxes: list | None = None) -> dict[str
     present = np.array([i for i, sl in enumerate(boxes, start=1) if sl is not None], np.intp)
     k = present.size
     area, cy, cx, mu20, mu02, mu11 = (np.zeros(k) for _ in range(6))
+    outline = np.zeros((k, 4))  # perimeter, feret max, feret min, convex hull area
     bbox = np.zeros((k, 4), np.intp)
     for j, i in enumerate(present):
         ys, xs = np.nonzero(lab[boxes[i - 1]] == i)
@@ -283,6 +295,9 @@ def region_properties(labels: np.ndarray, boxes: list | None = None) -> dict[str
         mu20[j], mu02[j], mu11[j] = dy @ dy / ys.size, dx @ dx / ys.size, dy @ dx / ys.size
         cy[j], cx[j] = my + sl[0].start, mx + sl[1].start
         bbox[j] = sl[0].start, sl[1].start, sl[0].stop, sl[1].stop
+        own = np.zeros((ys.max() + 1, xs.max() + 1), bool)
+        own[ys, xs] = True
+        outline[j] = outline_properties(own)
     # eigenvalues of the inertia tensor [[mu02, -mu11], [-mu11, mu20]], largest first, >= 0
     half_sum = 0.5 * (mu02 + mu20)
     root = np.sqrt((0.5 * (mu02 - mu20)) ** 2 + mu11**2)
@@ -298,7 +313,43 @@ def region_properties(labels: np.ndarray, boxes: list | None = None) -> dict[str
         "axis_major_length": 4 * np.sqrt(l1),
         "axis_minor_length": 4 * np.sqrt(l2),
         "eccentricity": np.where(l1 > 0, ecc, 0.0),
+        "perimeter": outline[:, 0],
+        "feret_max": outline[:, 1],
+        "feret_min": outline[:, 2],
+        "solidity": np.minimum(np.divide(area, outline[:, 3], out=np.ones(k), where=outline[:, 3] > 0), 1.0),
+        "circularity": np.divide(
+            4 * np.pi * area, outline[:, 0] ** 2, out=np.ones(k), where=outline[:, 0] > 0
+        ),
     }
+
+
+def outline_properties(region: np.ndarray) -> tuple[float, float, float, float]:
+    """``(perimeter, feret_max, feret_min, hull_area)`` of one region (a boolean image of it),
+    in px: the perimeter as ``skimage.measure.perimeter`` estimates it (4-connected), and the
+    maximum and minimum caliper (Feret) diameters and the area of the convex hull of the
+    pixels' corners (so a region of whole pixels has solidity area / hull_area <= 1)."""
+    from scipy.spatial import ConvexHull, QhullError
+    from skimage.measure import perimeter
+
+    inner = ndi.binary_erosion(region)
+    ys, xs = np.nonzero(region & ~inner)  # the pixels on the outline carry the hull
+    corners = np.concatenate(
+        [np.stack([ys + dy, xs + dx], 1) for dy in (-0.5, 0.5) for dx in (-0.5, 0.5)]
+    ).astype(np.float64)
+    try:
+        hull = ConvexHull(corners)
+    except QhullError:  # pragma: no cover - corners of whole pixels span an area
+        return float(perimeter(region)), 1.0, 1.0, float(region.sum())
+    v = corners[hull.vertices]
+    d = v[:, None, :] - v[None, :, :]
+    feret_max = float(np.sqrt((d**2).sum(-1).max()))
+    edges = np.roll(v, -1, axis=0) - v  # hull vertices are in order around it
+    normals = np.stack([-edges[:, 1], edges[:, 0]], 1) / np.linalg.norm(edges, axis=1)[:, None]
+    widths = np.abs(
+        (v[None, :, :] - v[:, None, :]) @ normals.T
+    )  # [a, b, e]: b's distance from edge e through a
+    feret_min = float(widths.max(axis=(0, 1)).min())
+    return float(perimeter(region)), feret_max, feret_min, float(hull.volume)
 
 
 # ------------------------------------------------------------------------ clean-up

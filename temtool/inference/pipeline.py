@@ -33,6 +33,7 @@ from temtool.data.io import (
 )
 from temtool.errors import ParameterError, TemtoolError
 from temtool.inference.annotations import mask_annotations
+from temtool.inference.batch import pooled_paths, write_batch_outputs
 from temtool.inference.classical import fourier_segment
 from temtool.inference.measure import PostProcessing, measure_particles, particle_columns
 from temtool.inference.outputs import (
@@ -125,6 +126,7 @@ class Inferred:
     model_choice: str | None  # why that model
     tiling: dict | None
     polarity: dict | None = None  # {"value", "source": option / decided / hrtem, "p_dark"}
+    pixel_size_source: str | None = None  # "option", "metadata" (the file's), or None: unknown
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -209,6 +211,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
     recorded; an image whose particles are brighter (``options.polarity``, decided per image
     by default) is then inverted for it."""
     px = options.pixel_size_nm or mg.pixel_size_nm
+    px_source = "option" if options.pixel_size_nm else ("metadata" if mg.pixel_size_nm else None)
     image = mg.data
     notes: list[str] = [] if options.pixel_size_nm else list(mg.notes)
     drawn = None
@@ -253,6 +256,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         model_choice=why,
         tiling=tiling,
         polarity=polarity,
+        pixel_size_source=px_source,
     )
 
 
@@ -332,6 +336,7 @@ def finish(
         "file": str(path),
         "output_stem": stem,
         "pixel_size_nm": px,
+        "pixel_size_source": r.pixel_size_source,
         "model": r.model,
         "runtime": r.runtime,
         "model_choice": r.model_choice,
@@ -383,7 +388,10 @@ def segment_files(
     """:func:`segment_file` over files, folders and globs. A file that fails (unreadable,
     corrupt, anything) is recorded with its reason and the rest go on. ``on_file(i, n, result
     or None, error or None)`` is called after each (``i`` files done so far). Returns
-    ``{"results", "failed": [{"file", "error"}], "n_inputs"}``, results in input order.
+    ``{"results", "failed": [{"file", "error"}], "n_inputs", "batch"}``, results in input
+    order; with two or more micrographs segmented, the pooled outputs
+    (:func:`temtool.inference.batch.write_batch_outputs`) are written too and ``batch`` holds
+    their statistics (else None).
 
     With several files and ``workers`` > 0 the stages overlap: one reader thread reads ahead
     (at most two micrographs waiting), the model runs in this thread, and ``workers`` threads
@@ -400,6 +408,8 @@ def segment_files(
         raise ParameterError("workers", f"must be >= 0, got {workers}")
     options = options or SegmentOptions()
     clean_stale_staged_files(out)  # what killed runs left under temporary names
+    if len(files) > 1:  # before any file: a user's own summary.csv is never replaced
+        check_replaceable(out, pooled_paths(out).values())
     stems = output_stems(files)
     done: dict[int, dict] = {}
     errors: dict[int, dict] = {}
@@ -429,7 +439,8 @@ def segment_files(
     order = {str(f): i for i, f in enumerate(files)}
     results = [done[i] for i in sorted(done)]
     failed += sorted((errors[i] for i in errors), key=lambda e: order[e["file"]])
-    return {"results": results, "failed": failed, "n_inputs": n_inputs}
+    batch = write_batch_outputs(out, results) if len(results) > 1 else None
+    return {"results": results, "failed": failed, "n_inputs": n_inputs, "batch": batch}
 
 
 def _pipeline(files, stems, out, segmenter, options: SegmentOptions, workers: int, record) -> None:

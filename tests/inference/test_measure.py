@@ -95,9 +95,34 @@ def test_region_properties_equal_scikit_image():
                 ("axis_major_length", r.axis_major_length),
                 ("axis_minor_length", r.axis_minor_length),
                 ("eccentricity", r.eccentricity),
+                ("perimeter", r.perimeter),
             ):
                 assert props[key][i] == pytest.approx(want, rel=1e-9, abs=1e-9), key
+            # the hull of the pixels' corners: the caliper diameter at least scikit-image's
+            # (which spans pixel centres), by at most one pixel diagonal
+            assert r.feret_diameter_max - 1e-9 <= props["feret_max"][i] <= r.feret_diameter_max + 1.5
+            assert props["feret_min"][i] <= props["feret_max"][i] and 0 < props["solidity"][i] <= 1
     assert region_properties(np.zeros((8, 8), np.int32))["label"].size == 0
+
+
+def test_outline_measures_of_known_shapes():
+    """A 10 x 20 px rectangle: calipers 10 and its diagonal, solidity 1, perimeter as
+    scikit-image counts it; a disc of radius 20: calipers about 41 px, circularity near 0.9,
+    a C shape far less solid than either."""
+    from temtool.inference.measure import outline_properties, region_properties
+
+    lab = np.zeros((80, 120), np.int32)
+    lab[5:15, 5:25] = 1
+    yy, xx = np.mgrid[:80, :120]
+    lab[(yy - 40) ** 2 + (xx - 40) ** 2 <= 400] = 2
+    c = ((yy - 40) ** 2 + (xx - 95) ** 2 <= 400) & ((yy - 40) ** 2 + (xx - 105) ** 2 > 225)
+    lab[c] = 3
+    p = region_properties(lab)
+    assert (p["feret_min"][0], p["feret_max"][0]) == pytest.approx((10.0, np.hypot(10, 20)))
+    assert p["solidity"][0] == pytest.approx(1.0) and outline_properties(lab == 1)[3] == pytest.approx(200)
+    assert 40.5 <= p["feret_min"][1] <= p["feret_max"][1] <= 41.5
+    assert 0.85 < p["circularity"][1] < 1.0 and p["solidity"][1] > 0.95
+    assert p["solidity"][2] < 0.7 and p["circularity"][2] < 0.5
 
 
 def test_an_elongated_particle_stays_whole_beside_a_touching_pair():
