@@ -275,6 +275,10 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
     from temtool.study.baselines import OTSU_SIGMAS_PX
     from temtool.study.metrics import instance_scores
 
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    commit = commit.strip()  # at the start: the code that runs
     emps_dir = ROOT.parent / "shared" / "data" / "emps-train"
     fit = js.loads((ROOT / "benchmarks" / "results" / "polarity.json").read_text())
     oof = fit["out_of_fold"]
@@ -348,12 +352,9 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
     seconds = time.perf_counter() - t0
 
     result = _emps_table(rows)
-    chosen = dict(zip(*np.unique([r["model"] for r in rows], return_counts=True)))
+    chosen = {str(k): int(v) for k, v in zip(*np.unique([r["model"] for r in rows], return_counts=True))}
     print(f"\nmodels chosen: {chosen}; {seconds:.0f} s")
     if json_path:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
         Path(json_path).write_text(
             js.dumps(
                 {
@@ -361,7 +362,7 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
                     "commit": commit,
                     "data": {"emps-train": len(rows), "polarity_fit": fit["commit"]},
                     "summary": result,
-                    "models_chosen": {k: int(v) for k, v in chosen.items()},
+                    "models_chosen": chosen,
                     "per_figure": rows,
                     "machine": machine(),
                 },
