@@ -25,6 +25,7 @@ from temtool.cli.render import (
     console,
     err_console,
     evaluation_tables,
+    otsu_verdict,
     prepared_summary,
     rf_summary,
     segment_callback,
@@ -370,7 +371,8 @@ def tune(
     if report:
         res = tuning.load_results(report, directory)
         png = tuning.plot_dice_vs_rf(res, Path(res["project"]) / "dice_vs_rf.png")
-        _render(res, lambda r: [trials_table(r), f"plot: {png}"], as_json)
+        verdict = otsu_verdict(res["trials"])
+        _render(res, lambda r: [trials_table(r), *([verdict] if verdict else []), f"plot: {png}"], as_json)
         return
     os.environ.update(tuning.distributed_env(chief, worker, worker_id))
     space = tuning.SearchSpace.parse(depths, pools, filters, lrs, losses, max_params)

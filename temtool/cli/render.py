@@ -336,7 +336,34 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
-def evaluation_tables(res: dict) -> list[Table]:
+def _paired_lines(paired: dict) -> list[str]:
+    """The network against the threshold, one line per score, with the interval's verdict."""
+    return [
+        f"network - Otsu, {metric.replace('_', ' ')}: {d['mean']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, "
+        f"{d['ci95'][1]:+.3f}] (paired bootstrap over {d['n_images']} images): {d['verdict']}"
+        for metric, d in paired.items()
+        if d
+    ]
+
+
+def _objects_table(objects: dict) -> Table:
+    """Object scores of the network and the baseline, after the same post-processing."""
+    o = Table(title="Particles (instances/ as truth; both after segment's post-processing and splitting)")
+    o.add_column("method")
+    for c in ("precision", "recall", "F1 @ IoU 0.5", "AP 0.5:0.95", "median |count error|", "size distance"):
+        o.add_column(c, justify="right")
+    for who, label in (("model", "network"), ("otsu", "Gaussian + Otsu")):
+        m = objects[who]
+        o.add_row(
+            label,
+            *(_fmt(m[k]) for k in ("precision", "recall", "f1", "ap")),
+            "" if m["median_abs_count_error"] is None else f"{100 * m['median_abs_count_error']:.0f}%",
+            _fmt(m["size_distance"]),
+        )
+    return o
+
+
+def evaluation_tables(res: dict) -> list:
     t = Table(title=f"Per image ({res['split']} split of {Path(res['data']).name})")
     t.add_column("image", overflow="fold")
     for c in ("model Dice", "model IoU", "Otsu Dice"):
@@ -374,28 +401,9 @@ def evaluation_tables(res: dict) -> list[Table]:
             "",
         )
     out = [t, s]
-    objects = res.get("objects")
-    if objects:
-        o = Table(title="Particles (instances/ as truth; both after segment's post-processing and splitting)")
-        o.add_column("method")
-        for c in (
-            "precision",
-            "recall",
-            "F1 @ IoU 0.5",
-            "AP 0.5:0.95",
-            "median |count error|",
-            "size distance",
-        ):
-            o.add_column(c, justify="right")
-        for who, label in (("model", "network"), ("otsu", "Gaussian + Otsu")):
-            m = objects[who]
-            o.add_row(
-                label,
-                *(_fmt(m[k]) for k in ("precision", "recall", "f1", "ap")),
-                "" if m["median_abs_count_error"] is None else f"{100 * m['median_abs_count_error']:.0f}%",
-                _fmt(m["size_distance"]),
-            )
-        out.append(o)
+    out += _paired_lines(res.get("model_minus_otsu") or {})
+    if res.get("objects"):
+        out.append(_objects_table(res["objects"]))
     by_class = res.get("dice_by_class") or {}
     if by_class:
         classes = sorted({c for v in by_class.values() for c in v})
@@ -439,7 +447,15 @@ def trials_table(results: dict) -> Table:
         pad_edge=False,
     )
     t.add_column("network / baseline", no_wrap=True)
-    for c in ("params", "RF px", "RF nm", "val Dice", "test Dice"):
+    paired = any(r.get("test_minus_otsu_ci95") for r in results["trials"])
+    for c in (
+        "params",
+        "RF px",
+        "RF nm",
+        "val Dice",
+        "test Dice",
+        *(["test - Otsu [95% CI]"] if paired else []),
+    ):
         t.add_column(c, justify="right", no_wrap=True)
     for r in results["trials"]:
         nm = r.get("rf_nm")
@@ -450,6 +466,7 @@ def trials_table(results: dict) -> Table:
             fmt_nm(nm),
             _pm(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", [])), "+-"),
             _trial_test(r),
+            *([_paired(r.get("test_minus_otsu"), r.get("test_minus_otsu_ci95"))] if paired else []),
         )
     baselines = results.get("baselines") or {}
     if baselines:
@@ -460,15 +477,43 @@ def trials_table(results: dict) -> Table:
             label = f"Otsu, sigma {sigma}"
         else:
             label = f"Fourier, {b['smooth_nm']:g} nm"
-        t.add_row(label, "", "", "", "", f"{b['dice']:.3f}")
+        t.add_row(label, "", "", "", "", f"{b['dice']:.3f}", *([""] if paired else []))
     return t
+
+
+def _paired(mean: float | None, ci: list | None) -> str:
+    if mean is None or not ci:
+        return ""
+    return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def otsu_verdict(trials: list[dict]) -> str | None:
+    """One sentence from the paired intervals of the networks against the tuned threshold."""
+    verdicts = [r.get("test_vs_otsu") for r in trials if r.get("test_vs_otsu")]
+    if not verdicts:
+        return None
+    n = len(verdicts)
+    above, below = verdicts.count("above"), verdicts.count("below")
+    level = n - above - below
+    if above == n:
+        head = f"every network ({n}) beats the tuned threshold"
+    elif above == 0:
+        head = f"no network of {n} beats the tuned threshold"
+    else:
+        head = f"{above} of {n} networks beat the tuned threshold"
+    return (
+        f"{head} on test beyond the noise (paired bootstrap over test images: {above} above, "
+        f"{level} level, {below} below)"
+    )
 
 
 def tune_summary(res: dict) -> list:
     if "worker" in res:
         return [f"worker {res['worker']} finished; results are collected by the chief in {res['project']}"]
+    verdict = otsu_verdict(res["trials"])
     return [
         trials_table(res),
+        *([verdict] if verdict else []),
         "val Dice chose each trial's epoch and ranks the trials; test Dice is the held-out score "
         "(mean +- sd over seeds); baselines tuned on val, scored on test",
         f"results: {res['project']}/results.csv; best model: {res.get('best_model', '-')}",

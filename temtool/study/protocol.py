@@ -4,6 +4,8 @@
   hard Dice on the **test** split, pooled over its images' pixels per image then averaged.
 - Over seeds: mean, sample standard deviation and a 95% confidence interval of the mean
   (Student's t), :func:`seed_summary`.
+- Network against baseline: the mean per-image difference on the test split with a paired
+  bootstrap 95% interval over images and the verdict it gives, :func:`paired_difference`.
 - Beside it, the classical baselines tuned the same way (:func:`baselines`): Gaussian + Otsu
   with its smoothing chosen on the validation split (reported in px and nm), and for HRTEM the
   Fourier (Bragg-annulus) filter with its smoothing chosen on validation too.
@@ -32,6 +34,7 @@ from temtool.study.baselines import OTSU_SIGMAS_PX, best_otsu_sigma
 from temtool.study.metrics import binary_scores_np, instance_scores
 
 __all__ = [
+    "paired_difference",
     "seed_summary",
     "hard_dice",
     "particle_classes",
@@ -44,6 +47,21 @@ __all__ = [
 ]
 
 FOURIER_SMOOTH_NM = (0.25, 0.5, 1.0, 2.0)  # local fringe amplitude smoothing, chosen on val
+
+
+def paired_difference(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """Mean of ``a - b`` over the images both score (dicts of per-image scores), with a 95%
+    percentile-bootstrap interval (images resampled, ``seed`` fixed) and the verdict it gives:
+    ``above`` or ``below`` when the interval excludes 0, else ``level``. None with fewer than
+    two images in common."""
+    stems = sorted(set(a) & set(b))
+    if len(stems) < 2:
+        return None
+    d = np.array([a[s] - b[s] for s in stems], float)
+    means = d[np.random.default_rng(seed).integers(0, d.size, (n_boot, d.size))].mean(1)
+    lo, hi = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    verdict = "above" if lo > 0 else ("below" if hi < 0 else "level")
+    return {"mean": float(d.mean()), "ci95": [lo, hi], "n_images": len(stems), "verdict": verdict}
 
 
 def seed_summary(values: Sequence[float]) -> dict:

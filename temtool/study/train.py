@@ -453,9 +453,12 @@ def _test_metrics(best: TrainResult, runs: list[TrainResult]) -> dict:
     """Test-split hard Dice over seeds (mean, sd, 95% interval), of the kept seed, per class."""
     if any(r.test is None for r in runs):
         return {}
+    stems = best.test.get("per_image", {})
     out = {
         "test_hard_dice": protocol.seed_summary([r.test["dice"] for r in runs]),
         "test_hard_dice_kept": best.test["dice"],
+        # each test image's Dice, the mean over seeds: what the paired intervals compare
+        "test_dice_per_image": {s: float(np.mean([r.test["per_image"][s] for r in runs])) for s in stems},
     }
     classes = sorted({c for r in runs for c in r.test.get("dice_by_class", {})})
     if classes:
@@ -524,9 +527,9 @@ def save_training(
 
 
 def baseline_summary(baselines: dict) -> dict:
-    """:func:`temtool.study.protocol.baselines` without the per-image lists (for bundles, tables)."""
-    per_image = ("per_image", "per_image_scores")
-    return {name: {k: v for k, v in b.items() if k not in per_image} for name, b in baselines.items()}
+    """:func:`temtool.study.protocol.baselines` with each image's Dice (for the paired
+    intervals) but without the other per-image scores (for bundles, tables)."""
+    return {name: {k: v for k, v in b.items() if k != "per_image_scores"} for name, b in baselines.items()}
 
 
 def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:

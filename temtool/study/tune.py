@@ -245,6 +245,7 @@ class ResUNetHyperModel(kt.HyperModel):
             "val_hard_dice_mean": metrics["val_hard_dice_mean"],
             "val_hard_dice_std": metrics["val_hard_dice_std"],
             **_test_columns(metrics),
+            **self._against_baselines(metrics),
             "val_soft_dice_mean": float(np.mean([r["val_soft_dice"] for r in metrics["repeats"]])),
             "epochs_run": int(np.mean([r.epochs_run for r in runs])),
             "time_s": time.perf_counter() - t0,
@@ -260,6 +261,20 @@ class ResUNetHyperModel(kt.HyperModel):
         if self.on_trial:
             self.on_trial(record)
         return record
+
+    def _against_baselines(self, metrics: dict) -> dict:
+        """The trial's test Dice minus each tuned baseline's, per image, with the paired
+        bootstrap interval (:func:`temtool.study.protocol.paired_difference`)."""
+        out = {}
+        for name, b in (self.baselines or {}).items():
+            diff = protocol.paired_difference(
+                metrics.get("test_dice_per_image") or {}, b.get("per_image") or {}
+            )
+            if diff:
+                out[f"test_minus_{name}"] = diff["mean"]
+                out[f"test_minus_{name}_ci95"] = diff["ci95"]
+                out[f"test_vs_{name}"] = diff["verdict"]
+        return out
 
 
 def _test_columns(metrics: dict) -> dict:
@@ -658,6 +673,9 @@ RESULT_COLUMNS = (
     "test_hard_dice_mean",
     "test_hard_dice_sd",
     "test_hard_dice_ci95",
+    "test_minus_otsu",
+    "test_minus_otsu_ci95",
+    "test_vs_otsu",
     "test_dice_fringed",
     "test_dice_weak_fringe",
     "test_dice_off_zone",

@@ -106,9 +106,15 @@ def test_bundle_reports_test_dice_over_seeds_beside_the_baselines(hrtem_data, tm
     per_seed = [r["test_hard_dice"] for r in m["repeats"]]
     assert m["test_hard_dice"]["n"] == 2
     assert m["test_hard_dice"]["mean"] == pytest.approx(np.mean(per_seed))
-    lo, hi = m["test_hard_dice"]["ci95"]
-    assert lo <= m["test_hard_dice"]["mean"] <= hi
-    assert set(m["baselines"]) == {"otsu", "fourier"} and "per_image" not in m["baselines"]["otsu"]
+    from scipy.stats import t
+
+    half = t.ppf(0.975, 1) * np.std(per_seed, ddof=1) / np.sqrt(2)  # Student's t, 2 seeds
+    assert m["test_hard_dice"]["ci95"] == pytest.approx([np.mean(per_seed) - half, np.mean(per_seed) + half])
+    assert set(m["baselines"]) == {"otsu", "fourier"} and "per_image_scores" not in m["baselines"]["otsu"]
+    # each test image's Dice (mean over seeds) and the baseline's: what the paired intervals compare
+    test_stems = sorted(load_dataset(hrtem_data).splits["test"])
+    assert sorted(m["test_dice_per_image"]) == sorted(m["baselines"]["otsu"]["per_image"]) == test_stems
+    assert np.mean(list(m["test_dice_per_image"].values())) == pytest.approx(m["test_hard_dice"]["mean"])
     # the kept seed's test Dice is that of the saved model on the test split, through the
     # segmenter that `segment` and `evaluate` use
     ds = load_dataset(hrtem_data)
@@ -128,9 +134,67 @@ def test_evaluate_and_train_show_test_dice_beside_both_baselines(hrtem_data, tmp
     code, out, err = run_cli("evaluate", tmp_path / "m", "--data", hrtem_data, "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert res["fourier"]["chosen_on"] == "val" and 0 <= res["fourier"]["dice"] <= 1
+    from temtool.data.dataset import load_dataset
+
+    assert res["fourier"]["dice"] == pytest.approx(
+        protocol.baselines(load_dataset(hrtem_data))["fourier"]["dice"]
+    )
+    assert res["fourier"]["chosen_on"] == "val"
+    diff = [r["model"]["dice"] - r["otsu"]["dice"] for r in res["per_image"]]
+    assert res["model_minus_otsu"]["dice"]["mean"] == pytest.approx(np.mean(diff))
     assert set(res["dice_by_class"]) == {"model", "otsu", "fourier"}
     assert set(res["dice_by_class"]["model"]) <= {"fringed", "weak_fringe", "off_zone"}
     code, out, err = run_cli("evaluate", tmp_path / "m", "--data", hrtem_data)
     assert code == 0, err
     assert "per particle class" in out and "Fourier filter" in out
+
+
+def test_paired_difference_resamples_images_and_says_which_side():
+    a = {f"i{k}": 0.8 + 0.01 * k for k in range(10)}
+    shift = protocol.paired_difference(a, {k: v - 0.05 for k, v in a.items()})
+    assert shift["mean"] == pytest.approx(0.05) and shift["ci95"] == pytest.approx([0.05, 0.05])
+    assert shift["verdict"] == "above" and shift["n_images"] == 10
+    noise = {k: v + (0.1 if i % 2 else -0.1) for i, (k, v) in enumerate(a.items())}
+    d = protocol.paired_difference(a, noise)
+    assert d["mean"] == pytest.approx(0.0, abs=1e-12) and d["verdict"] == "level"
+    assert d["ci95"][0] < -0.02 and d["ci95"][1] > 0.02
+    assert protocol.paired_difference(a, {k: v + 0.2 for k, v in a.items()})["verdict"] == "below"
+    assert protocol.paired_difference({"x": 1.0}, {"x": 0.0}) is None  # one image: no interval
+
+
+def test_the_test_split_never_chooses(small_data, tmp_path):
+    """The same training on a copy of the data whose test masks are inverted (validation and
+    test now disagree completely): the chosen epochs, the kept seed, the ranking of the seeds
+    and the baseline's sigma are the same; only the test scores move."""
+    import shutil
+
+    from PIL import Image
+
+    from temtool.data.dataset import load_dataset
+    from temtool.model.architecture import Architecture
+    from temtool.study.train import TrainConfig, metrics_from_runs, train
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(small_data, flipped)
+    ds = load_dataset(small_data)
+    for stem in ds.splits["test"]:
+        f = next((flipped / "masks").glob(f"{stem}.*"))
+        m = np.asarray(Image.open(f))
+        Image.fromarray((m.max() - m).astype(m.dtype)).save(f)
+    arch = Architecture.create(depth=2, pool="2,2", filters=4)
+    cfg = TrainConfig(epochs=3, lr=3e-3, batch_size=4)
+    out = {}
+    for name, data in (("as is", small_data), ("flipped", flipped)):
+        best, runs, d = train(arch, str(data), cfg, repeats=2)
+        m = metrics_from_runs(best, runs)
+        out[name] = {
+            "epochs": [r["best_epoch"] for r in m["repeats"]],
+            "kept": best.seed,
+            "val": [r["val_hard_dice"] for r in m["repeats"]],
+            "sigma": protocol.baselines(d, "test")["otsu"]["sigma_px"],
+            "test": m["test_hard_dice"]["mean"],
+        }
+    a, b = out["as is"], out["flipped"]
+    assert (a["epochs"], a["kept"], a["sigma"]) == (b["epochs"], b["kept"], b["sigma"])
+    assert a["val"] == pytest.approx(b["val"])
+    assert abs(a["test"] - b["test"]) > 0.2  # the test split itself did change

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from temtool.study.tune import SearchSpace
@@ -33,8 +34,16 @@ def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkey
     assert res["n_trials"] == 4
     seen = {tuple(r["pools"]) for r in res["trials"]}
     assert seen == {(2, 2), (2, 4), (4, 2), (4, 4)}
+    baseline = json.loads((tmp_path / "p" / "baselines.json").read_text())["otsu"]["per_image"]
     for r in res["trials"]:
-        assert len(r["repeats"]) == 2 and r["val_hard_dice_std"] >= 0
+        vals = [x["val_hard_dice"] for x in r["repeats"]]
+        assert len(vals) == 2 and r["val_hard_dice_std"] == pytest.approx(np.std(vals, ddof=1))
+        # the paired difference to the tuned threshold, from the trial's bundle and the baseline
+        per_image = json.loads((tmp_path / "p" / r["trial_dir"] / "bundle" / "bundle.json").read_text())
+        per_image = per_image["metrics"]["test_dice_per_image"]
+        assert sorted(per_image) == sorted(baseline)
+        assert r["test_minus_otsu"] == pytest.approx(np.mean([per_image[k] - baseline[k] for k in baseline]))
+        assert r["test_vs_otsu"] in ("above", "level", "below")
         assert r["rf_nm"] == pytest.approx(r["rf_px"] * 0.5)
         assert r["params"] == 8234
     dice = [r["val_hard_dice_mean"] for r in res["trials"]]
@@ -56,6 +65,7 @@ def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkey
 
     code, out, err = run_cli("tune", "--report", "p", "--directory", tmp_path)
     assert code == 0, err
+    assert "test - Otsu" in out and "beats the tuned threshold" in " ".join(out.split())
     assert (tmp_path / "p" / "dice_vs_rf.png").stat().st_size > 1000
     assert "4,4" in out
 
