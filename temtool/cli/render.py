@@ -445,8 +445,9 @@ def trials_table(results: dict) -> Table:
         title=f"{Path(results['project']).name}: {results['n_trials']} trials, best on val first",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        padding=(0, 0),  # the box's own column gap is one space: 80 columns hold the table
     )
-    t.add_column("network / baseline", no_wrap=True)
+    t.add_column("network", no_wrap=True)
     paired = any(r.get("test_minus_otsu_ci95") for r in results["trials"])
     for c in (
         "params",
@@ -454,7 +455,7 @@ def trials_table(results: dict) -> Table:
         "RF nm",
         "val Dice",
         "test Dice",
-        *(["test - Otsu [95% CI]"] if paired else []),
+        *(["test-Otsu 95% CI"] if paired else []),
     ):
         t.add_column(c, justify="right", no_wrap=True)
     for r in results["trials"]:
@@ -466,7 +467,7 @@ def trials_table(results: dict) -> Table:
             fmt_nm(nm),
             _pm(r["val_hard_dice_mean"], r["val_hard_dice_std"], len(r.get("repeats", [])), "+-"),
             _trial_test(r),
-            *([_paired(r.get("test_minus_otsu"), r.get("test_minus_otsu_ci95"))] if paired else []),
+            *([_paired(r.get("test_minus_otsu_ci95"))] if paired else []),
         )
     baselines = results.get("baselines") or {}
     if baselines:
@@ -474,17 +475,16 @@ def trials_table(results: dict) -> Table:
     for name, b in baselines.items():
         if name == "otsu":
             sigma = f"{b['sigma_nm']:.2f} nm" if b.get("sigma_nm") is not None else f"{b['sigma_px']:g} px"
-            label = f"Otsu, sigma {sigma}"
+            label = f"Otsu s={sigma}"
         else:
-            label = f"Fourier, {b['smooth_nm']:g} nm"
+            label = f"Fourier {b['smooth_nm']:g} nm"
         t.add_row(label, "", "", "", "", f"{b['dice']:.3f}", *([""] if paired else []))
     return t
 
 
-def _paired(mean: float | None, ci: list | None) -> str:
-    if mean is None or not ci:
-        return ""
-    return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+def _paired(ci: list | None) -> str:
+    """A paired interval of a difference (the difference itself is the columns beside it)."""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
 
 
 def otsu_verdict(trials: list[dict]) -> str | None:
@@ -515,7 +515,8 @@ def tune_summary(res: dict) -> list:
         trials_table(res),
         *([verdict] if verdict else []),
         "val Dice chose each trial's epoch and ranks the trials; test Dice is the held-out score "
-        "(mean +- sd over seeds); baselines tuned on val, scored on test",
+        "(mean +- sd over seeds); baselines tuned on val, scored on test (Otsu s=: its Gaussian sigma); "
+        "test-Otsu: a paired bootstrap interval over test images",
         f"results: {res['project']}/results.csv; best model: {res.get('best_model', '-')}",
         f"plot: temtool tune --report {res['project']}",
     ]
