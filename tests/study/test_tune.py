@@ -65,7 +65,7 @@ def test_grid_search_repeats_resume_report(run_cli, small_data, tmp_path, monkey
 
     code, out, err = run_cli("tune", "--report", "p", "--directory", tmp_path)
     assert code == 0, err
-    assert "test - Otsu" in out and "beats the tuned threshold" in " ".join(out.split())
+    assert "test-Otsu" in out and "beats the tuned threshold" in " ".join(out.split())
     assert (tmp_path / "p" / "dice_vs_rf.png").stat().st_size > 1000
     assert "4,4" in out
 
