@@ -282,30 +282,68 @@ def train(
     pool: Pool = "2",
     filters: Filters = "4",
     kernel: Kernel = 3,
-    epochs: Epochs = 100,
-    batch: Batch = 32,
-    lr: Annotated[float, O(help="Adam learning rate.")] = 1e-4,
+    epochs: Annotated[
+        Optional[int], O(min=1, help="Maximum epochs per training [default: 100; 60 with --start-from].")
+    ] = None,
+    batch: Annotated[Optional[int], O(min=1, help="Batch size [default: 32; 8 with --start-from].")] = None,
+    lr: Annotated[
+        Optional[float], O(help="Adam learning rate [default: 1e-4; 5e-5 with --start-from].")
+    ] = None,
     loss: Annotated[str, O(help="ce, dice or ce+dice.")] = "ce",
     precision: Precision = "auto",
     augment_on: AugmentOn = "auto",
     seed: Seed = 0,
     repeats: Repeats = 1,
-    patience: Patience = 20,
+    patience: Annotated[
+        Optional[int],
+        O(
+            min=1,
+            help="Stop after this many epochs without val Dice gain [default: 20; 10 with --start-from].",
+        ),
+    ] = None,
     pixel_size: PixelSize = None,
+    start_from: Annotated[
+        Optional[str],
+        O(
+            help="Fine-tune instead of training from scratch: a shipped model (standard, hrtem) or a "
+            "bundle folder. Its architecture is kept; test Dice and object F1 before and after are reported."
+        ),
+    ] = None,
     out: Annotated[Optional[Path], O(help="Bundle folder to write (default models/DATA-ARCH).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train the residual UNet and write a self-describing model bundle."""
+    """Train the residual UNet (or fine-tune one) and write a self-describing model bundle."""
+    if start_from is not None and (depth, pool, filters, kernel) != (2, "2", "4", 3):
+        raise TemtoolError(
+            "--start-from keeps the starting model's architecture: "
+            "leave out --depth/--pool/--filters/--kernel"
+        )
     _backend()
+    from temtool.study.finetune import FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, finetune_and_save
     from temtool.study.train import train_and_save
 
     _state["flags"] = {"out_dir": "--out"}
     arch = _arch(depth, pool, filters, kernel)
-    cfg = _train_config(epochs, batch, lr, loss, precision, seed, patience, augment_on)
+    defaults = FINETUNE_DEFAULTS if start_from else SCRATCH_DEFAULTS
+    epochs = epochs or defaults["epochs"]
+    cfg = _train_config(
+        epochs,
+        batch or defaults["batch_size"],
+        lr or defaults["lr"],
+        loss,
+        precision,
+        seed,
+        patience or defaults["patience"],
+        augment_on,
+    )
     _builtin_data(data, as_json)
     with Progress(enabled=not as_json) as bar:
         callbacks = training_callbacks(bar, epochs, repeats)
-        meta, _ = train_and_save(arch, data, cfg, out, repeats=repeats, pixel_size_nm=pixel_size, **callbacks)
+        kw = {"repeats": repeats, "pixel_size_nm": pixel_size, **callbacks}
+        if start_from:
+            meta, _ = finetune_and_save(start_from, data, cfg, out, **kw)
+        else:
+            meta, _ = train_and_save(arch, data, cfg, out, **kw)
     _render(meta, training_summary, as_json)
 
 

@@ -329,7 +329,39 @@ def training_summary(meta: dict) -> list[Table]:
             "by_class": m.get("test_dice_by_class", {}),
         }
         out.append(test_table("Test split, beside the tuned baselines", network, m.get("baselines", {})))
+    if meta.get("finetune"):
+        out.append(finetune_table(meta["finetune"]))
     return out
+
+
+def finetune_table(record: dict) -> Table:
+    """Test scores of the starting model, the fine-tuned one and the tuned threshold, and the
+    paired intervals of after minus before."""
+    t = Table(title=f"Fine-tuned from {record['start_from']}: test split")
+    for c in ("", "Dice", "object F1"):
+        t.add_column(c, justify="right" if c else "left")
+    before, after = record["before"], record["after"]
+    t.add_row("before (starting model)", _fmt(before["dice"]), _fmt(before["object_f1"]))
+    t.add_row("after (fine-tuned)", _fmt(after["dice"]), _fmt(after["object_f1"]))
+    t.add_row(
+        f"Gaussian + Otsu (sigma {after['otsu_sigma_px']:g} px, chosen on val)",
+        _fmt(after["otsu_dice"]),
+        _fmt(after["otsu_object_f1"]),
+    )
+    lines = [
+        f"after - before, {metric.replace('_', ' ')}: {d['mean']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, "
+        f"{d['ci95'][1]:+.3f}] (paired bootstrap over {d['n_images']} images): {d['verdict']}"
+        for metric, d in record["after_minus_before"].items()
+        if d
+    ]
+    for line in _paired_lines(after["minus_otsu"]):
+        lines.append(line.replace("network - Otsu", "fine-tuned - Otsu"))
+    if record.get("scale_note"):
+        lines.append(record["scale_note"])
+    if after.get("instance_truth"):
+        lines.append(f"object F1 at IoU 0.5 against the {after['instance_truth']}")
+    t.caption = "\n".join(lines)
+    return t
 
 
 def _fmt(v: float | None) -> str:

@@ -28,9 +28,17 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
     pixel size: images are resampled to the bundle's pixel size and back when they differ.
     """
 
-    bundle = load_bundle(model_path)
-    seg = Segmenter.from_bundle(bundle)
-    ds = load_dataset(data, pixel_size_nm=pixel_size_nm)
+    seg = Segmenter.from_bundle(load_bundle(model_path))
+    return evaluate_segmenter(seg, load_dataset(data, pixel_size_nm=pixel_size_nm), split)
+
+
+def evaluate_segmenter(
+    seg: Segmenter, ds, split: str = "test", components_as_instances: bool = False
+) -> dict:
+    """:func:`evaluate` of a segmenter (a bundle's, or a model in memory) on a loaded dataset.
+    ``components_as_instances``: where the dataset has no ``instances/``, score particles
+    against the connected components of its masks (``instance_truth`` in the result says which)."""
+
     stems = ds.splits.get(split)
     if not stems:
         raise ParameterError(
@@ -53,7 +61,7 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         base = dict(tuned["otsu"]["per_image_scores"][stem])  # its masks, made once
         base["soft_dice"] = base["dice"]
         row = {"image": stem, "model": net, "otsu": base}
-        truth = protocol.instance_truth(ds, stem)
+        truth = protocol.instance_truth(ds, stem, components=components_as_instances)
         if truth is not None:  # the same post-processing and splitting for both
             row["model_objects"] = protocol.object_scores(truth, prob, ds.pixel_size_nm)
             otsu_mask = otsu_segment(img, sigma)  # the baseline's mask (Otsu is affine-invariant)
@@ -88,8 +96,9 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         if "dice_by_class" in b:
             by_class[name] = b["dice_by_class"]
     fourier = tuned.get("fourier")
+    has_instances = any((ds.path / "instances").glob("*")) if ds.path else False
     return {
-        "model": str(bundle.path),
+        "model": seg.name,
         "data": str(ds.path),
         "split": split,
         "n_images": len(rows),
@@ -104,6 +113,9 @@ def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | 
         "notes": sorted(notes),
         "mean": summary,
         "objects": object_means,
+        "instance_truth": None
+        if object_means is None
+        else ("instances/" if has_instances else "connected components of the masks"),
         "model_minus_otsu": paired,
         "per_image": rows,
     }

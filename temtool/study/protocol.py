@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from temtool.data.io import read_image
 from temtool.inference.classical import fourier_segment, otsu_segment
@@ -176,10 +177,14 @@ def best_fourier_smooth(ds, stems: Sequence[str]) -> float:
     return float(max(FOURIER_SMOOTH_NM, key=score))
 
 
-def instance_truth(ds, stem: str) -> np.ndarray | None:
-    """The instance map of one image of a dataset (its ``instances/`` folder), or None."""
+def instance_truth(ds, stem: str, components: bool = False) -> np.ndarray | None:
+    """The instance map of one image of a dataset (its ``instances/`` folder), or None; with
+    ``components``, where there is none, the connected components of its mask (touching
+    particles then count as one in the truth, for every method scored against it)."""
     files = sorted((ds.path / "instances").glob(f"{stem}.*")) if ds.path else []
     if not files:
+        if components:
+            return ndimage.label(ds.masks[stem] > 0)[0].astype(np.int64)
         return None
     inst = np.rint(read_image(files[0]).data).astype(np.int64)  # ids, whatever the file's type
     return inst if inst.shape == ds.masks[stem].shape else None

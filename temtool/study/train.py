@@ -260,6 +260,11 @@ class BestWeights(keras.callbacks.Callback):
         self.monitor, self.patience = monitor, patience
         self.best, self.best_epoch, self.weights, self.wait = -np.inf, -1, None, 0
 
+    def start_with(self, value: float, weights: list) -> None:
+        """Count the starting weights (fine-tuning) as epoch 0, scoring ``value``: they are kept
+        unless an epoch beats them."""
+        self.best, self.best_epoch, self.weights = float(value), -1, weights
+
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None:
@@ -349,7 +354,8 @@ def fit(
     start_from: keras.Model | None = None,
 ) -> TrainResult:
     """Train one network on a dataset's train split, selecting the epoch by val hard Dice.
-    ``start_from``: a model of the same architecture whose weights to fine-tune."""
+    ``start_from``: a model of the same architecture whose weights to fine-tune; its own val
+    hard Dice counts as epoch 0 (``best_epoch`` 0: no epoch beat the starting weights)."""
     cfg.validate()
     x_tr, y_tr = data.arrays("train")
     has_val = bool(data.splits.get("val"))
@@ -388,6 +394,9 @@ def fit(
         val = None
         if has_val:  # fixed order, no augmentation; read per batch when streaming
             val = DihedralFeeder(x_va, y_va, cfg.batch_size, augment=False, shuffle=False)
+        if start_from is not None and val is not None:
+            start = trainee.evaluate(val, verbose=0, return_dict=True)
+            best.start_with(start["hard_dice"], trainee.get_weights())
         interrupt = StopOnInterrupt()
         try:
             hist = trainee.fit(
