@@ -167,7 +167,7 @@ def summarise(record: dict) -> None:
                     "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                 }
 
-        def per_image(who, key):
+        def per_image(who, key, rows=rows):
             return {t: float(np.mean([r[who][key][t] for r in rows])) for t in TEST}
 
         s["finetuned_minus_shipped"] = {
@@ -241,7 +241,8 @@ def main() -> None:
     record = {
         "command": "python examples/finetune_curve.py " + " ".join(sys.argv[1:]),
         "commit": commit,
-        "data": "msa-seg-track-train: test image_3, 8, 13, 18 whole; N others as 3 train + 1 val 256-px patches",
+        "data": "msa-seg-track-train: test image_3, 8, 13, 18 whole; "
+        "N others as 3 train + 1 val 256-px patches",
         "schedule": {
             "finetune": FINETUNE_DEFAULTS,
             "scratch": {**SCRATCH_DEFAULTS, "batch_size": FINETUNE_DEFAULTS["batch_size"]},

@@ -53,7 +53,8 @@ SCRATCH_DEFAULTS = {"lr": 1e-4, "epochs": 100, "patience": 20, "batch_size": 32}
 
 def resolve_start(start: str | os.PathLike) -> Bundle:
     """The bundle to start from: a shipped model's name or a bundle folder, checked for what
-    fine-tuning needs (a Keras model, a known normalisation), or a one-line error."""
+    fine-tuning needs (a Keras model, a known normalisation: :func:`load_bundle`), or a
+    one-line error."""
     shipped = shipped_models()
     path = shipped.get(str(start), Path(start))
     if not (Path(path) / "bundle.json").is_file():
@@ -61,12 +62,7 @@ def resolve_start(start: str | os.PathLike) -> Bundle:
             f"--start-from: {start} is neither a shipped model ({', '.join(shipped)}) nor a bundle "
             "folder (one with bundle.json, written by temtool train or tune)"
         )
-    bundle = load_bundle(path)  # refuses an unknown normalisation or architecture
-    if not (bundle.path / "model.keras").is_file():
-        raise TemtoolError(
-            f"--start-from: {bundle.path} has no model.keras: an ONNX graph alone cannot be fine-tuned"
-        )
-    return bundle
+    return load_bundle(path)  # refuses a bundle without model.keras, an unknown normalisation
 
 
 def finetune_scale(bundle: Bundle, ds: Dataset) -> tuple[float, str | None]:
