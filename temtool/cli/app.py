@@ -477,6 +477,13 @@ def segment(
             "TEM); bright: brighter (HAADF-STEM, dark field, most SEM)."
         ),
     ] = "auto",
+    lattice: Annotated[
+        Optional[str],
+        O(
+            help="HRTEM: check the pixel size against this lattice's Bragg spots, or set it where "
+            "nothing else does: a metal (au, ag, pt, pd, cu, al) or d-spacings in nm."
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
@@ -509,6 +516,7 @@ def segment(
         frame=frame,
         ignore_annotations=annotations,
         polarity=polarity,
+        lattice=lattice,
     )
     if runtime not in RUNTIMES:
         raise TemtoolError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

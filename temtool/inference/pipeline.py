@@ -35,6 +35,7 @@ from temtool.errors import ParameterError, TemtoolError
 from temtool.inference.annotations import mask_annotations
 from temtool.inference.batch import pooled_paths, write_batch_outputs
 from temtool.inference.classical import fourier_segment
+from temtool.inference.lattice import d_spacings_nm, lattice_scale
 from temtool.inference.measure import PostProcessing, measure_particles, particle_columns
 from temtool.inference.outputs import (
     OutputSet,
@@ -96,8 +97,11 @@ class SegmentOptions:
     frame: int | None = None
     ignore_annotations: bool = True
     polarity: str = "auto"
+    lattice: str | None = None  # a metal (au, ...) or d-spacings: the pixel size from the lattice
 
     def __post_init__(self):
+        if self.lattice is not None:
+            d_spacings_nm(self.lattice)  # a ParameterError naming --lattice
         lo, hi = PLAUSIBLE_PIXEL_NM
         if self.pixel_size_nm is not None and not lo <= self.pixel_size_nm <= hi:
             raise ParameterError(
@@ -126,7 +130,8 @@ class Inferred:
     model_choice: str | None  # why that model
     tiling: dict | None
     polarity: dict | None = None  # {"value", "source": option / decided / hrtem, "p_dark"}
-    pixel_size_source: str | None = None  # "option", "metadata" (the file's), or None: unknown
+    pixel_size_source: str | None = None  # "option", "metadata" (the file's), "lattice", or None: unknown
+    lattice: dict | None = None  # with options.lattice: what the lattice said (pixel size, planes, why)
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -223,6 +228,10 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
             )
         else:
             drawn = None
+    lattice = None
+    if options.lattice:
+        px, px_source, lattice, note = _lattice(image, options.lattice, px, px_source)
+        notes.append(note)
     seg, spread, why, tiling = None, None, None, None
     if options.method != "fourier":  # chosen on the contrast as recorded (the regime does not depend on it)
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
@@ -257,7 +266,34 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         tiling=tiling,
         polarity=polarity,
         pixel_size_source=px_source,
+        lattice=lattice,
     )
+
+
+LATTICE_DISAGREEMENT = 0.05  # beyond this the lattice and the calibration disagree
+
+
+def _lattice(image, lattice: str, px: float | None, source: str | None):
+    """The pixel size, its source, the lattice's record and a note: the lattice sets the pixel
+    size where nothing else does, and checks it where the file or --pixel-size gives one."""
+    found = lattice_scale(image, lattice, known_pixel_size_nm=px)
+    record = {"pixel_size_nm": found.pixel_size_nm, "planes": list(found.families), "reason": found.reason}
+    if found.pixel_size_nm is None:
+        return px, source, record, f"lattice: {found.reason}"
+    if px is None:
+        note = f"pixel size {found.pixel_size_nm:.5g} nm/px from the {lattice} lattice: {found.reason}"
+        return found.pixel_size_nm, "lattice", record, note
+    dev = found.pixel_size_nm / px - 1
+    record["deviation_from_calibration"] = dev
+    given = "--pixel-size" if source == "option" else "the file's calibration"
+    if abs(dev) > LATTICE_DISAGREEMENT:
+        note = (
+            f"the {lattice} lattice gives {found.pixel_size_nm:.5g} nm/px, {dev:+.1%} from {given} "
+            f"({px:.5g}): {given} is kept; check it ({found.reason})"
+        )
+    else:
+        note = f"the {lattice} lattice confirms {given} ({found.pixel_size_nm:.5g} nm/px, {dev:+.1%})"
+    return px, source, record, note
 
 
 def _polarity(image: np.ndarray, drawn, options: SegmentOptions, seg, px) -> tuple[dict, object]:
@@ -337,6 +373,7 @@ def finish(
         "output_stem": stem,
         "pixel_size_nm": px,
         "pixel_size_source": r.pixel_size_source,
+        "lattice": r.lattice,
         "model": r.model,
         "runtime": r.runtime,
         "model_choice": r.model_choice,

@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "power_spectrum",
+    "spectrum_windows",
     "fringe_score",
     "has_lattice_fringes",
     "amplitude_separability",
@@ -40,7 +42,7 @@ HRTEM_MAX_PIXEL_NM = 0.08  # coarser sampling cannot resolve the 0.2 nm Au fring
 SPOT_MIN_POWER_FRACTION = 1e-4
 
 
-def _power_spectrum(x: np.ndarray) -> np.ndarray:
+def power_spectrum(x: np.ndarray) -> np.ndarray:
     """Centred, Hann-windowed power spectrum of a square crop."""
     n = x.shape[0]
     x = (x - x.mean()) / (x.std() or 1.0)
@@ -49,7 +51,7 @@ def _power_spectrum(x: np.ndarray) -> np.ndarray:
     return (f.real**2 + f.imag**2).astype(np.float64)
 
 
-def _windows(image: np.ndarray, side: int, most: int = 8):
+def spectrum_windows(image: np.ndarray, side: int, most: int = 8):
     """Square crops of ``side`` px on an even grid (at most ``most`` x ``most``), overlapping
     by half where the image is small: fringes of one particle dominate a small window."""
     h, w = image.shape
@@ -104,7 +106,7 @@ def fringe_score(image: np.ndarray, pixel_size_nm: float | None = None, side: in
         k_lo, k_hi = 0.08, 0.46
     if k_lo >= k_hi:
         return 0.0
-    return max(_spot_score(_power_spectrum(w), k_lo, k_hi) for w in _windows(x, side))
+    return max(_spot_score(power_spectrum(w), k_lo, k_hi) for w in spectrum_windows(x, side))
 
 
 def has_lattice_fringes(image: np.ndarray, pixel_size_nm: float | None = None) -> bool:
