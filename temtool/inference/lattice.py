@@ -9,6 +9,11 @@ ratios of fcc spacings, 1 : 1.155 : 1.633 for {111} : {200} : {220}, fix the ass
 known calibration, one family is enough to *check* it: the plane closest to the calibration is
 taken, and the check says so.
 
+Spots of the 8x8 block grid that JPEG compression leaves in exported figures, and spots on
+the image's axes (where resampling and scanning leave theirs), are ignored, and a pair of
+families counts only when one of them is as strong as lattice fringes are
+(:data:`temtool.inference.regime.FRINGE_THRESHOLD`): superlattices of packed particles give
+weaker spots.
 Spots are found per window (:func:`temtool.inference.regime.spectrum_windows`) as local maxima
 of the power spectrum standing well above its radial median, their radius refined by the
 centroid of their 3x3 neighbourhood, and pooled over windows into families of radii within
@@ -24,7 +29,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from temtool.errors import ParameterError
-from temtool.inference.regime import SPOT_MIN_POWER_FRACTION, power_spectrum, spectrum_windows
+from temtool.inference.regime import (
+    FRINGE_THRESHOLD,
+    SPOT_MIN_POWER_FRACTION,
+    power_spectrum,
+    spectrum_windows,
+)
 
 __all__ = [
     "LATTICE_CONSTANTS_NM",
@@ -43,6 +53,8 @@ SPOT_RATIO = 30.0  # a spot stands this far above its ring's median (noise: abou
 MATCH_TOLERANCE = 0.02  # relative: radii of one family, and a spot against a predicted one
 WINDOW_PX = 256
 ANGLE_TOLERANCE_DEG = 3.0
+JPEG_BLOCK_PX = 8
+AXIS_TOLERANCE_DEG = 1.5  # spots this close to the image's axes are not trusted (artifacts)
 # angles (folded to 0-90 degrees) between spots of two fcc families on one particle, in the
 # zones that show both: [110] (111/200 54.7, 111/220 35.3 and 90, 200/220 90), [100]
 # (200/220 45), [112] (111/220 90)
@@ -117,8 +129,18 @@ def find_spots(image: np.ndarray, side: int = WINDOW_PX) -> list[Spot]:
             cy = (yy[ys, xs] * wgt).sum() / wgt.sum() - c
             cx = (xx[ys, xs] * wgt).sum() / wgt.sum() - c
             angle = math.degrees(math.atan2(-cy, cx)) % 180
+            if _on_block_grid(cy / n, cx / n) or min(angle % 90, 90 - angle % 90) <= AXIS_TOLERANCE_DEG:
+                continue  # compression and resampling artifacts lie on the image's axes
             spots.append(Spot(math.hypot(cy, cx) / n, float(ratio[y, xpos]), i, angle))
     return spots
+
+
+def _on_block_grid(ky: float, kx: float) -> bool:
+    """A spot of the 8x8 block grid that JPEG compression leaves (at multiples of 1/8 cycle per
+    px along both axes; the square grid's spots look like {200}/{220} at 45 degrees)."""
+    return all(
+        abs(k * JPEG_BLOCK_PX - round(k * JPEG_BLOCK_PX)) * (1 / JPEG_BLOCK_PX) <= 0.004 for k in (ky, kx)
+    )
 
 
 def spot_families(spots: list[Spot]) -> list[list[Spot]]:
@@ -168,7 +190,8 @@ def _assign(ks, found, spacings, px, fcc) -> tuple[dict[int, str], set[int]]:
         for j in match:
             pair = frozenset((match[i].split()[-1], match[j].split()[-1]))
             allowed = FCC_ANGLES_DEG.get(pair, ()) if fcc else None
-            if i < j and _consistent(found[i], found[j], allowed):
+            strong = max(max(sp.strength for sp in found[m]) for m in (i, j)) >= FRINGE_THRESHOLD
+            if i < j and strong and _consistent(found[i], found[j], allowed):
                 agreed |= {i, j}
     return match, agreed
 

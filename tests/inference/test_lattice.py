@@ -45,6 +45,15 @@ def test_no_lattice_no_pixel_size():
         assert lattice_scale(simulate_image(standard, 512, seed).image, "au").pixel_size_nm is None
 
 
+def test_compression_artifacts_are_not_a_lattice():
+    """An 8x8 block grid (JPEG) makes spots at 1/8 and 1/8*sqrt(2) cycles per px at 45 degrees:
+    the ratio and angle of Au {200} and {220}."""
+    yy, xx = np.indices((512, 512))
+    grid = ((yy % 8 == 0) | (xx % 8 == 0)).astype(float)
+    image = np.random.default_rng(0).normal(size=(512, 512)) + 0.5 * grid
+    assert lattice_scale(image, "au").pixel_size_nm is None
+
+
 def test_spacings_by_metal_or_by_value():
     au = d_spacings_nm("Au")
     assert sorted(round(v, 4) for v in au.values()) == [0.1442, 0.2039, 0.2354]
