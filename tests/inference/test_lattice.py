@@ -12,7 +12,7 @@ from temtool.image.resample import resample
 from temtool.inference.lattice import d_spacings_nm, lattice_scale
 
 HRTEM = config_for("hrtem")
-FRINGED_SEEDS = (3, 7)  # simulated fields with on-zone particles (two families of spots)
+FRINGED_SEEDS = (3, 10)  # simulated fields with on-zone particles (two families of spots)
 
 
 @pytest.fixture(scope="module")
