@@ -209,9 +209,16 @@ def test_hrtem_states_and_parameters_recorded():
     sims = list(simulate_batch(cfg, 16, 128, seed=2))
     states = {p["state"] for s in sims for p in s.particles}
     assert "off_zone" in states and any(s.startswith("zone") for s in states)
+    d_nm = {"111": 0.2355, "200": 0.2039, "220": 0.1442}  # Au planes
     for s in sims:
         for key in ("defocus_nm", "cs_mm", "dose_e_per_A2", "amplitude_scale", "pixel_size_nm"):
             assert key in s.params
+        for p in s.particles:  # what is recorded is what was drawn: a particle where it says,
+            y, x = (int(round(c)) for c in p["centre_px"])
+            if 0 <= y < s.mask.shape[0] and 0 <= x < s.mask.shape[1]:
+                assert s.mask[y, x] == 1
+            for r in p["reflections"]:  # and reflections of Au planes
+                assert 1 / np.hypot(*r["g_per_nm"]) == pytest.approx(d_nm[r["hkl"]], rel=0.01)
     json.dumps([s.params for s in sims])
     json.dumps([s.particles for s in sims])
 

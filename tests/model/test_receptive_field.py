@@ -5,13 +5,17 @@ from temtool.model.architecture import Architecture
 from temtool.model.receptive_field import exact_rf_px, rf_breakdown, rf_recommendation, theoretical_rf_px
 
 
-def test_study_values():
-    a22 = Architecture.create(depth=2, pool="2,2")
-    a88 = Architecture.create(depth=2, pool="8,8")
-    assert theoretical_rf_px(a22) == 44
-    assert theoretical_rf_px(a88) == 392
-    assert round(44 * 0.02152, 2) == 0.95
-    assert round(392 * 0.02152, 1) == 8.4
+def test_study_values(run_cli):
+    """The paper's smallest and largest depth-2 fields: 44 px (0.95 nm) and 392 px (8.4 nm) at
+    0.02152 nm/px, as `temtool rf` reports them."""
+    import json
+
+    for pool, px, nm in (("2,2", 44, 0.95), ("8,8", 392, 8.4)):
+        assert theoretical_rf_px(Architecture.create(depth=2, pool=pool)) == px
+        code, out, err = run_cli("rf", "--pool", pool, "--depth", 2, "--pixel-size", 0.02152, "--json")
+        assert code == 0, err
+        r = json.loads(out)
+        assert r["rf_px"] == px and r["rf_nm"] == pytest.approx(nm, abs=0.01 if nm < 1 else 0.05)
 
 
 def test_breakdown_ends_at_total_and_stride_returns_to_one():

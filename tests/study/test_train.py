@@ -58,9 +58,19 @@ def test_feeder_transforms_image_and_mask_together():
     assert len(ks) >= 6  # and the transforms are drawn from the whole group
 
 
-def test_auto_precision_is_float32_on_cpu():
-    assert resolve_precision("auto") == "float32"
-    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+def test_auto_precision_follows_the_device(monkeypatch):
+    """float32 without a GPU; bfloat16 from compute capability 8.0, float16 before; an explicit
+    choice is kept. The device is replaced, so the test means the same on any host."""
+    import temtool.study.train as train_mod
+
+    for gpu, expected in (
+        (None, "float32"),
+        ({"name": "V100", "compute_capability": "7.0"}, "mixed_float16"),
+        ({"name": "H100", "compute_capability": "9.0"}, "mixed_bfloat16"),
+    ):
+        monkeypatch.setattr(train_mod, "gpu_info", lambda gpu=gpu: gpu)
+        assert resolve_precision("auto") == expected
+        assert resolve_precision("float32") == "float32"
 
 
 def test_train_evaluate_rf_end_to_end(run_cli, tiny_data, tmp_path):
