@@ -283,11 +283,11 @@ def train(
     filters: Filters = "4",
     kernel: Kernel = 3,
     epochs: Annotated[
-        Optional[int], O(min=1, help="Maximum epochs per training [default: 100; 60 with --start-from].")
+        Optional[int], O(min=1, help="Maximum epochs per training (default 100; 60 with --start-from).")
     ] = None,
-    batch: Annotated[Optional[int], O(min=1, help="Batch size [default: 32; 8 with --start-from].")] = None,
+    batch: Annotated[Optional[int], O(min=1, help="Batch size (default 32; 8 with --start-from).")] = None,
     lr: Annotated[
-        Optional[float], O(help="Adam learning rate [default: 1e-4; 5e-5 with --start-from].")
+        Optional[float], O(help="Adam learning rate (default 1e-4; 5e-5 with --start-from).")
     ] = None,
     loss: Annotated[str, O(help="ce, dice or ce+dice.")] = "ce",
     precision: Precision = "auto",
@@ -298,7 +298,7 @@ def train(
         Optional[int],
         O(
             min=1,
-            help="Stop after this many epochs without val Dice gain [default: 20; 10 with --start-from].",
+            help="Stop after this many epochs without val Dice gain (default 20; 10 with --start-from).",
         ),
     ] = None,
     pixel_size: PixelSize = None,
