@@ -106,13 +106,7 @@ def run(n: int, draw: int, scratch: bool, record: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_dataset(build(Path(tmp) / "ds", names, rng))
         standard = load_bundle(shipped_models()["standard"])
-        cfg = TrainConfig(
-            epochs=FINETUNE_DEFAULTS["epochs"],
-            batch_size=FINETUNE_DEFAULTS["batch_size"],
-            lr=FINETUNE_DEFAULTS["lr"],
-            patience=FINETUNE_DEFAULTS["patience"],
-            seed=draw,
-        )
+        cfg = TrainConfig(**FINETUNE_DEFAULTS, seed=draw)
         t0 = time.perf_counter()
         best, _, _, rec = finetune("standard", ds, cfg)
         seg = Segmenter.for_model(
@@ -128,11 +122,7 @@ def run(n: int, draw: int, scratch: bool, record: dict) -> None:
         }
         if scratch:
             cfg = TrainConfig(
-                epochs=SCRATCH_DEFAULTS["epochs"],
-                batch_size=FINETUNE_DEFAULTS["batch_size"],
-                lr=SCRATCH_DEFAULTS["lr"],
-                patience=SCRATCH_DEFAULTS["patience"],
-                seed=draw,
+                **{**SCRATCH_DEFAULTS, "batch_size": FINETUNE_DEFAULTS["batch_size"]}, seed=draw
             )
             t0 = time.perf_counter()
             res = fit(standard.arch, ds, cfg)

@@ -348,14 +348,8 @@ def finetune_table(record: dict) -> Table:
         _fmt(after["otsu_dice"]),
         _fmt(after["otsu_object_f1"]),
     )
-    lines = [
-        f"after - before, {metric.replace('_', ' ')}: {d['mean']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, "
-        f"{d['ci95'][1]:+.3f}] (paired bootstrap over {d['n_images']} images): {d['verdict']}"
-        for metric, d in record["after_minus_before"].items()
-        if d
-    ]
-    for line in _paired_lines(after["minus_otsu"]):
-        lines.append(line.replace("network - Otsu", "fine-tuned - Otsu"))
+    lines = _paired_lines(record["after_minus_before"], "after - before")
+    lines += _paired_lines(after["minus_otsu"], "fine-tuned - Otsu")
     if record.get("scale_note"):
         lines.append(record["scale_note"])
     if after.get("instance_truth"):
@@ -368,10 +362,11 @@ def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
-def _paired_lines(paired: dict) -> list[str]:
-    """The network against the threshold, one line per score, with the interval's verdict."""
+def _paired_lines(paired: dict, label: str = "network - Otsu") -> list[str]:
+    """One paired difference (``label``: the network against the threshold by default) per
+    line and score, with the interval's verdict."""
     return [
-        f"network - Otsu, {metric.replace('_', ' ')}: {d['mean']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, "
+        f"{label}, {metric.replace('_', ' ')}: {d['mean']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, "
         f"{d['ci95'][1]:+.3f}] (paired bootstrap over {d['n_images']} images): {d['verdict']}"
         for metric, d in paired.items()
         if d

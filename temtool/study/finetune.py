@@ -34,7 +34,7 @@ from temtool.model.bundle import Bundle, load_bundle
 from temtool.model.registry import remember_last_model, shipped_models
 from temtool.study import protocol
 from temtool.study.evaluate import evaluate_segmenter
-from temtool.study.train import TrainConfig, TrainResult, baseline_summary, fit, save_training
+from temtool.study.train import TrainConfig, TrainResult, baseline_summary, save_training, train
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -48,7 +48,7 @@ __all__ = [
 # the schedule for a handful of micrographs: a tenth of the shipped model's learning rate,
 # small batches, early stopping on validation
 FINETUNE_DEFAULTS = {"lr": 5e-5, "epochs": 60, "patience": 10, "batch_size": 8}
-SCRATCH_DEFAULTS = {"lr": 1e-4, "epochs": 100, "patience": 20, "batch_size": 32}  # TrainConfig's
+SCRATCH_DEFAULTS = {k: getattr(TrainConfig(), k) for k in FINETUNE_DEFAULTS}  # training from scratch
 
 
 def resolve_start(start: str | os.PathLike) -> Bundle:
@@ -166,15 +166,17 @@ def finetune(
         )
 
     before = _scores(segmenter(), ds)
-    runs = []
-    for r in range(repeats):
-        c = cfg.with_seed(cfg.seed + r)
-        if on_repeat:
-            on_repeat(r, c.seed)
-        run = fit(bundle.arch, trained_on, c, on_epoch=on_epoch, start_from=bundle.model)
-        run.test = protocol.model_scores(segmenter(run.model), ds, "test")
-        runs.append(run)
-    best = max(runs, key=lambda t: t.best_val_hard_dice)
+    best, runs, _ = train(
+        bundle.arch,
+        trained_on,
+        cfg,
+        repeats,
+        on_epoch=on_epoch,
+        on_repeat=on_repeat,
+        start_from=bundle.model,
+        test_data=ds,
+        segmenter=segmenter,
+    )
     after = _scores(segmenter(best.model), ds)
     paired = {
         "dice": protocol.paired_difference(after.pop("dice_per_image"), before.pop("dice_per_image")),

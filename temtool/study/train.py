@@ -435,24 +435,34 @@ def train(
     pixel_size_nm: float | None = None,
     on_epoch: Callable | None = None,
     on_repeat: Callable | None = None,
+    start_from: keras.Model | None = None,
+    test_data: Dataset | None = None,
+    segmenter: Callable[[keras.Model], Segmenter] | None = None,
 ) -> tuple[TrainResult, list[TrainResult], Dataset]:
     """Train ``repeats`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...). Returns the best run (by
-    validation hard Dice), all runs, and the dataset."""
+    validation hard Dice), all runs, and the dataset. Fine-tuning (:mod:`temtool.study.finetune`)
+    passes the weights to ``start_from``, the dataset to score the test split on
+    (``test_data``, default ``data``) and how a trained model segments (``segmenter``)."""
     if not isinstance(repeats, int) or repeats < 1:
         raise ParameterError("repeats", f"must be an integer >= 1, got {repeats}")
     cfg.validate()
     ds = data if isinstance(data, Dataset) else load_dataset(data, pixel_size_nm=pixel_size_nm)
+    test_ds = test_data or ds
+    if segmenter is None:
+
+        def segmenter(model):
+            return Segmenter.for_model(
+                model, arch, ds.pixel_size_nm, batch_size=cfg.batch_size, runtime="keras"
+            )
+
     runs = []
     for r in range(repeats):
         c = cfg.with_seed(cfg.seed + r)
         if on_repeat:
             on_repeat(r, c.seed)
-        run = fit(arch, ds, c, on_epoch=on_epoch)
-        if ds.splits.get("test"):  # reported, never used to choose anything
-            seg = Segmenter.for_model(
-                run.model, arch, ds.pixel_size_nm, batch_size=cfg.batch_size, runtime="keras"
-            )
-            run.test = protocol.model_scores(seg, ds, "test")
+        run = fit(arch, ds, c, on_epoch=on_epoch, start_from=start_from)
+        if test_ds.splits.get("test"):  # reported, never used to choose anything
+            run.test = protocol.model_scores(segmenter(run.model), test_ds, "test")
         runs.append(run)
     best = max(runs, key=lambda t: t.best_val_hard_dice)
     return best, runs, ds
