@@ -8,6 +8,7 @@ Each command imports its library code when it runs (the one seam of this module)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from temtool.cli.render import (
     console,
     err_console,
     evaluation_tables,
+    export_summary,
     otsu_verdict,
     prepared_summary,
     rf_summary,
@@ -541,6 +543,27 @@ def segment(
 
 
 # ------------------------------------------------------------------------------ entry point
+# ----------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    bundles: Annotated[
+        list[str], A(help="Model bundles: folders, or the shipped models' names (standard, hrtem).")
+    ],
+    out: Annotated[
+        Path,
+        A(help="The package: a .zip, or a folder. With several bundles a folder of NAME.zip packages."),
+    ],
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Write BioImage.IO model packages (Fiji/deepImageJ, ilastik, QuPath, napari), tested by bioimageio."""
+    from temtool.inference.zoo import export_packages
+
+    _state["flags"] = {"out": "OUT:"}
+    results = export_packages(bundles, out, overwrite=overwrite)
+    _render({"packages": [dataclasses.asdict(r) for r in results]}, export_summary, as_json)
+
+
 def _error(message: str) -> None:
 
     err_console.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)

@@ -549,6 +549,29 @@ def tune_summary(res: dict) -> list:
     ]
 
 
+# ------------------------------------------------------------------------------- export
+def export_summary(res: dict) -> list:
+    """The BioImage.IO packages written by :func:`temtool.inference.zoo.export_packages`."""
+    t = Table(title="BioImage.IO packages")
+    for col in ("bundle", "package", "bioimageio test", "test input", "halo", "max diff"):
+        t.add_column(col)
+    for r in res["packages"]:
+        h, w = r["input_px"]
+        t.add_row(
+            r["bundle"],
+            r["package"],
+            r["status"],
+            f"{w}x{h} px",
+            f"{r['halo_px']} px",
+            f"{r['max_difference']:.1e}",
+        )
+    return [
+        t,
+        "max diff: the package's output against temtool's probability on the test input "
+        "(preprocessing in the package, the network alone; segment also resamples, pads and post-processes)",
+    ]
+
+
 # ------------------------------------------------------------------------------ segment
 def segment_summary(res: dict, method: str, out: str) -> list:
     """The table of :func:`temtool.inference.pipeline.segment_files`' results and each image's notes."""

@@ -30,6 +30,7 @@ __all__ = [
     "onnx_available",
     "gpu_visible",
     "OnnxModel",
+    "probability_graph",
 ]
 
 RUNTIMES = ("auto", "onnx", "keras")
@@ -173,6 +174,35 @@ def export_onnx(model, arch: Architecture, path: str | os.PathLike, check_px: in
         return None
     Path(path).write_bytes(data)
     return diff
+
+
+def probability_graph(path: str | os.PathLike) -> bytes:
+    """The bundle graph at ``path`` with its output turned from class logits into the particle
+    probability: the softmax over the classes, its particle channel kept, as ``probability``
+    ``(N, H, W, 1)``. This is what :meth:`temtool.inference.segmenter.Segmenter.forward`
+    computes from the logits (the sigmoid of their difference), for programs that run the graph
+    alone (the BioImage.IO package, :mod:`temtool.inference.zoo`)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    logits = graph.output[0].name
+    graph.node.append(helper.make_node("Softmax", [logits], ["class_probability"], axis=-1, name="softmax"))
+    for name, value in (("particle_start", 1), ("particle_end", 2), ("channel_axis", 3)):
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([value], np.int64), name))
+    graph.node.append(
+        helper.make_node(
+            "Slice",
+            ["class_probability", "particle_start", "particle_end", "channel_axis"],
+            ["probability"],
+            name="particle",
+        )
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["n", "h", "w", 1]))
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
 
 
 # -------------------------------------------------------------------------- inference
