@@ -26,6 +26,8 @@ __all__ = [
     "clean_stale_staged_files",
     "pid_alive",
     "Micrograph",
+    "pixel_size_from_axes",
+    "unit_to_nm",
     "PLAUSIBLE_PIXEL_NM",
     "IMAGE_SUFFIXES",
     "read_image",
@@ -89,6 +91,19 @@ def _axis_nm(ax: dict) -> float | None:
     return float(scale) * factor
 
 
+def pixel_size_from_axes(axes: list[dict], where: str) -> float | None:
+    """The pixel size (nm) of an image from its two signal axes, RosettaSciIO's axis dicts
+    (``scale``, ``units``) in array order (y, x), read from x: None when it is not a length;
+    pixels that are not square are refused (``where`` names the image) rather than treated as square."""
+    scales = [_axis_nm(a) for a in axes[-2:]]
+    if len(scales) == 2 and None not in scales and abs(scales[0] / scales[1] - 1) > 0.01:
+        raise TemtoolError(
+            f"{where}: pixels are not square ({scales[0]:.4g} nm along y, {scales[1]:.4g} nm along x); "
+            "resample the image to square pixels first"
+        )
+    return scales[-1] if scales else None
+
+
 def _pick_frame(data: np.ndarray, path: Path, frame: int | None) -> np.ndarray:
     """One frame of a stack ``(N, H, W)``."""
     n = data.shape[0]
@@ -125,13 +140,7 @@ def _read_microscopy(path: Path, frame: int | None = None) -> tuple[np.ndarray, 
         data = np.squeeze(data)
         if data.ndim == 3:
             data = _pick_frame(data, path, frame)
-        scales = [_axis_nm(a) for a in axes[-2:]]
-        if len(scales) == 2 and None not in scales and abs(scales[0] / scales[1] - 1) > 0.01:
-            raise TemtoolError(
-                f"{path}: pixels are not square ({scales[0]:.4g} nm along y, {scales[1]:.4g} nm along x); "
-                "resample the image to square pixels first"
-            )
-        return data, (scales[-1] if scales else None)
+        return data, pixel_size_from_axes(axes, str(path))
     raise TemtoolError(f"{path}: holds no 2-D image (found {[np.shape(s['data']) for s in signals]})")
 
 

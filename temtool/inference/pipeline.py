@@ -62,6 +62,7 @@ __all__ = [
     "read_micrograph",
     "infer",
     "finish",
+    "particles_of",
     "segment_file",
     "segment_files",
 ]
@@ -337,6 +338,16 @@ def _polarity(image: np.ndarray, drawn, options: SegmentOptions, seg, px) -> tup
     return value, (passes[d.polarity == "bright"] if passes else None)
 
 
+def particles_of(prob: np.ndarray, pixel_size_nm: float | None, post: PostProcessing):
+    """The mask of a probability map (``post``), what post-processing did, and its particles:
+    instance labels and one measured row each (:func:`temtool.inference.measure.measure_particles`)."""
+    mask, post_info = post.apply(prob, pixel_size_nm)
+    labels, rows = measure_particles(
+        mask, pixel_size_nm, min_area_px=1, pinhole_px=0
+    )  # holes: `post` decided
+    return mask, post_info, labels, rows
+
+
 def finish(
     path: Path,
     r: Inferred,
@@ -360,9 +371,8 @@ def finish(
         grey = w.compute(overlay_grey, r.image)
         if r.spread is not None:
             w.submit(write_probability_tiff, paths["uncertainty"], r.spread, px)
-        mask, post_info = post.apply(prob, px)
+        mask, post_info, labels, rows = particles_of(prob, px, post)
         w.submit(write_mask_png, paths["mask"], mask)
-        labels, rows = measure_particles(mask, px, min_area_px=1, pinhole_px=0)  # holes: `post` decided
         d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
         w.submit(write_labels_tiff, paths["labels"], labels, px)
         w.submit(write_overlay_png, paths["overlay"], grey, labels)
