@@ -8,7 +8,9 @@ The packages are the pipeline, each importing only those below it (``docs/archit
 For a HyperSpy or RosettaSciIO signal in a notebook: ``temtool.segment_signal(signal)``.
 """
 
-__version__ = "0.1.0"
+from temtool.version import __version__
+
+__all__ = ["__version__", "segment_signal"]
 
 
 def __getattr__(name: str):

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from temtool import __version__
 from temtool.data.io import atomic_dir, atomic_write, check_new_folder, check_writable
 from temtool.data.simulate import config_for, simulate_image
 from temtool.errors import ParameterError, TemtoolError
@@ -42,6 +41,7 @@ from temtool.inference.segmenter import Segmenter
 from temtool.model.bundle import NORMALISATIONS, Bundle, load_bundle
 from temtool.model.onnx_graph import ONNX_FILE, OPSET, probability_graph
 from temtool.model.registry import shipped_models
+from temtool.version import __version__
 
 __all__ = ["ExportResult", "export_package", "export_packages", "zoo_available", "STUDY_URL", "MSA_DATA_DOI"]
 

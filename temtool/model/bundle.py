@@ -29,13 +29,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temtool import __version__
 from temtool.backend import start_backend
 from temtool.data.io import atomic_dir, atomic_write
 from temtool.errors import ArchitectureError, ParameterError, TemtoolError
 from temtool.model.architecture import Architecture, count_params, count_trainable_params
 from temtool.model.onnx_graph import ONNX_FILE, RUNTIMES, OnnxModel, export_onnx, gpu_visible, onnx_available
 from temtool.model.receptive_field import PROBE_LIMIT_PX, exact_rf_px, theoretical_rf_px, tile_reach_px
+from temtool.version import __version__
 
 __all__ = [
     "BUNDLE_FORMAT",
