@@ -167,6 +167,9 @@ def _documentation(b: Bundle, halo_px: int, min_px: int) -> str:
         f"- Halo {halo_px} px: the network's one-sided receptive-field reach ({b.reach_px} px) "
         "in whole pooling steps. Within that distance "
         "of a tile's edge the output saw zero padding, so tiled prediction should discard it.",
+        "- With bioimageio.core, predict blockwise (`blocksize_parameter=0`): it standardises the "
+        "whole image, then tiles, and matches temtool beyond the halo. Its whole-image prediction "
+        "standardises the image padded by the halo, which shifts the probabilities.",
         "",
         "## Network",
         "",
