@@ -33,7 +33,7 @@ from temtool.data.io import (
 from temtool.errors import ParameterError, TemtoolError, check_positive
 from temtool.image.normalise import standardize
 
-__all__ = ["Pair", "find_pairs", "remove_xrays", "prepare"]
+__all__ = ["Pair", "find_pairs", "remove_xrays", "prepare", "add_pair"]
 
 _ROLE_WORDS = {"image", "images", "img", "label", "labels", "mask", "masks", "gt", "seg", "maps"}
 
@@ -293,3 +293,30 @@ def prepare(
         (tmp / "dataset.json").write_text(json.dumps(summary, indent=1))
     summary["path"] = str(out_dir)
     return summary
+
+
+def add_pair(
+    folder: str | os.PathLike,
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    pixel_size_nm: float | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
+    """Add a micrograph and its mask (any labels: non-zero is particle) to a training set in
+    the layout :func:`prepare` reads (``FOLDER/images/NAME.tif``, ``FOLDER/masks/NAME.png``),
+    as the napari plugin's corrections are kept. An existing pair of that name is replaced only
+    with ``overwrite``. Returns the two paths."""
+    image, mask = np.asarray(image), np.asarray(mask)
+    if image.ndim != 2 or image.shape != mask.shape:
+        raise TemtoolError(f"{name}: image {image.shape} and mask {mask.shape} must be one 2-D shape")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "micrograph"
+    folder = Path(folder)
+    img_path, mask_path = folder / "images" / f"{stem}.tif", folder / "masks" / f"{stem}.png"
+    if not overwrite and (img_path.exists() or mask_path.exists()):
+        raise TemtoolError(f"{img_path}: the training set already holds {stem}; replace it with overwrite")
+    img_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    write_tiff(img_path, np.asarray(image, np.float32), pixel_size_nm)
+    write_png(mask_path, ((mask > 0) * 255).astype(np.uint8))
+    return img_path, mask_path

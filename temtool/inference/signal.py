@@ -23,7 +23,7 @@ from temtool.inference.choice import ModelChooser
 from temtool.inference.pipeline import SegmentOptions, infer, particles_of
 from temtool.inference.segmenter import Segmenter
 
-__all__ = ["SignalSegmentation", "signal_frames", "segment_signal"]
+__all__ = ["SignalSegmentation", "signal_frames", "segment_signal", "segment_image"]
 
 
 @dataclass
@@ -31,15 +31,16 @@ class SignalSegmentation:
     """What :func:`segment_signal` returns.
 
     ``labels`` and ``probability`` have the signal's shape: ``(H, W)``, or ``(N, H, W)`` for a
-    stack. ``particles``: one row per particle (sizes in nm with a calibrated signal, the
-    column names say the unit), with a ``frame`` column for a stack; ``pandas.DataFrame(
-    result.particles)`` makes a table. ``frames``: per frame, the count, the mean diameter, the
-    model, the polarity and the notes. ``labels_signal``: for a HyperSpy input, the labels as
-    a HyperSpy signal with the input's axes (None otherwise)."""
+    stack, and so has ``uncertainty`` with ``tta``. ``particles``: one row per particle (sizes
+    in nm with a calibrated signal, the column names say the unit), with a ``frame`` column for
+    a stack; ``pandas.DataFrame(result.particles)`` makes a table. ``frames``: per frame, the
+    count, the mean diameter, the model, the polarity and the notes. ``labels_signal``: for a
+    HyperSpy input, the labels as a HyperSpy signal with the input's axes (None otherwise)."""
 
     labels: np.ndarray
     probability: np.ndarray
     particles: list[dict]
+    uncertainty: np.ndarray | None  # with tta: the spread of the 8 flipped and rotated predictions
     pixel_size_nm: float | None
     pixel_size_source: str | None  # "metadata" (the signal's axes), "option", "lattice", or None
     frames: list[dict] = field(default_factory=list)
@@ -111,6 +112,7 @@ def segment_signal(
     signal,
     model: str | Path | Segmenter | None = None,
     options: SegmentOptions | None = None,
+    tta: bool = False,
     **option_fields,
 ) -> SignalSegmentation:
     """Segment a HyperSpy/RosettaSciIO 2-D signal, or a stack of them frame by frame.
@@ -119,26 +121,76 @@ def segment_signal(
     (``segment``'s default: the last trained model, else the shipped model for what each frame
     shows). ``options`` or keyword fields of :class:`~temtool.inference.pipeline.SegmentOptions`
     (``pixel_size_nm`` overrides the signal's calibration, ``polarity``, ``post``, ...).
+    ``tta``: average the 8 flips and rotations, and return their spread as ``uncertainty``.
     """
+    frames, px, notes, stack = signal_frames(signal)
+    title = _title(signal)
+    result = _segment_frames(frames, px, notes, model, options, tta, title, option_fields)
+    if not stack:
+        result.labels, result.probability = result.labels[0], result.probability[0]
+        result.uncertainty = None if result.uncertainty is None else result.uncertainty[0]
+        for row in result.particles:
+            del row["frame"]
+    if hasattr(signal, "axes_manager"):
+        result.labels_signal = _labels_signal(signal, result.labels, title)
+    return result
+
+
+def segment_image(
+    image: np.ndarray,
+    pixel_size_nm: float | None = None,
+    model: str | Path | Segmenter | None = None,
+    options: SegmentOptions | None = None,
+    tta: bool = False,
+    title: str = "image",
+    pixel_size_source: str | None = None,
+    **option_fields,
+) -> SignalSegmentation:
+    """:func:`segment_signal` for a 2-D array and its pixel size (nm, or None: unknown), which
+    came from ``pixel_size_source`` ("metadata", "option", ...; reported as given)."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise TemtoolError(f"{title}: an image of shape {image.shape}; temtool segments 2-D grey images")
+    if np.iscomplexobj(image):
+        raise TemtoolError(f"{title}: complex data; temtool segments real-valued grey images")
+    notes = [] if pixel_size_nm else ["pixel size unknown: sizes in px"]
+    r = _segment_frames(
+        image.astype(np.float32)[None], pixel_size_nm, notes, model, options, tta, title, option_fields
+    )
+    r.labels, r.probability = r.labels[0], r.probability[0]
+    r.uncertainty = None if r.uncertainty is None else r.uncertainty[0]
+    for row in r.particles:
+        del row["frame"]
+    if pixel_size_nm and pixel_size_source and r.pixel_size_source == "metadata":
+        r.pixel_size_source = pixel_size_source
+    return r
+
+
+def _segment_frames(frames, px, notes, model, options, tta, title, option_fields) -> SignalSegmentation:
+    """Each frame through segment's stages (:func:`~temtool.inference.pipeline.infer`, then
+    :func:`~temtool.inference.pipeline.particles_of`)."""
     options = options or SegmentOptions()
     if option_fields:
         options = replace(options, **option_fields)
-    frames, px, notes, stack = signal_frames(signal)
-    seg = model if isinstance(model, Segmenter) else ModelChooser(model)
-    title = _title(signal)
+    if isinstance(model, Segmenter):
+        seg = replace(model, tta=True) if tta and not model.tta else model
+    else:
+        seg = ModelChooser(model, tta=tta)
     where = Path(f"<{title or 'signal'}>")
     labels = np.zeros(frames.shape, np.int32)
     prob = np.zeros(frames.shape, np.float32)
+    spread = np.zeros(frames.shape, np.float32) if tta else None
     rows_all, summaries = [], []
     r = None
     for i, image in enumerate(frames):
         r = infer(where, Micrograph(image, px, where, tuple(notes)), seg, options)
         _, _, lab, rows = particles_of(r.prob, r.pixel_size_nm, options.post)
         labels[i], prob[i] = lab, r.prob
+        if spread is not None and r.spread is not None:
+            spread[i] = r.spread
         unit = "nm" if r.pixel_size_nm else "px"
         d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
-        for row in rows:
-            rows_all.append({"frame": i, **row} if stack else row)
+        rows_all += [{"frame": i, **row} for row in rows]
         summaries.append(
             {
                 "frame": i,
@@ -150,17 +202,15 @@ def segment_signal(
                 "notes": list(r.notes),
             }
         )
-    result = SignalSegmentation(
-        labels=labels if stack else labels[0],
-        probability=prob if stack else prob[0],
+    return SignalSegmentation(
+        labels=labels,
+        probability=prob,
         particles=rows_all,
+        uncertainty=spread,
         pixel_size_nm=r.pixel_size_nm,
         pixel_size_source=r.pixel_size_source,
         frames=summaries,
     )
-    if hasattr(signal, "axes_manager"):
-        result.labels_signal = _labels_signal(signal, result.labels, title)
-    return result
 
 
 def _title(signal) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 
 from temtool.data.dataset import Dataset, dataset_name, load_dataset
 from temtool.data.io import check_writable
+from temtool.data.prepare import find_pairs, prepare
 from temtool.errors import ArchitectureError, TemtoolError
 from temtool.image.resample import pixel_size_scale, resample
 from temtool.inference.measure import typical_diameter_px
@@ -43,6 +44,7 @@ __all__ = [
     "finetune_scale",
     "finetune",
     "finetune_and_save",
+    "finetune_on_pairs",
 ]
 
 # the schedule for a handful of micrographs: a tenth of the shipped model's learning rate,
@@ -225,3 +227,33 @@ def finetune_and_save(
     path = save_training(out, best, runs, ds_for_bundle, cfg, extra=extra, baselines=baselines)
     remember_last_model(path)
     return {**load_bundle(path).metadata, "path": str(path)}, runs
+
+
+def finetune_on_pairs(
+    start: str | os.PathLike,
+    raw: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    **kw,
+) -> dict:
+    """Fine-tune ``start`` on micrograph/mask pairs (``RAW/images`` + ``RAW/masks``, as
+    :func:`temtool.data.prepare.add_pair` keeps corrections): prepared into ``RAW-prepared``
+    (patches of up to 256 px, every patch kept, split by micrograph so that at least one
+    micrograph each is validation and test), then :func:`finetune_and_save` into ``out``
+    (``cfg``: default the small-data schedule, :data:`FINETUNE_DEFAULTS`). Returns the new
+    bundle's metadata, with the test scores before and after under ``finetune``."""
+    raw = Path(raw)
+    pairs = find_pairs(raw)
+    if len(pairs) < 3:
+        raise TemtoolError(
+            f"{raw}: {len(pairs)} corrected micrograph(s); fine-tuning needs at least 3 (one each "
+            "to train on, to stop early on and to score before and after)"
+        )
+    side = min(min(p.image.shape) for p in pairs)
+    patch = min(256, side // 8 * 8)
+    prepared = raw.with_name(f"{raw.name}-prepared")
+    n = len(pairs)
+    prepare(raw, prepared, patch=patch, min_particle_px=0, split=(1 - 2 / n, 1 / n, 1 / n), overwrite=True)
+    cfg = cfg or TrainConfig(**FINETUNE_DEFAULTS)
+    meta, _ = finetune_and_save(start, str(prepared), cfg, out=out, **kw)
+    return meta
