@@ -241,7 +241,9 @@ class SegmentWidget(widgets.Container):
         mean = f", mean diameter {np.mean(d):.3g} {unit}" if d else ""
         model = Path(self.current_model).name if self.current_model else "no model"
         self.summary.value = f"{len(r.particles)} particles{mean} ({model})"
-        self.sizes.value = _histogram(d, unit)
+        chart = _histogram(d, unit)
+        self.sizes.value = chart
+        self.sizes.min_width, self.sizes.min_height = chart.shape[1] * 3 // 4, chart.shape[0] * 3 // 4
         for note in r.frames[0]["notes"]:
             _notify(f"temtool: {note}")
 
