@@ -127,10 +127,7 @@ def segment_signal(
     title = _title(signal)
     result = _segment_frames(frames, px, notes, model, options, tta, title, option_fields)
     if not stack:
-        result.labels, result.probability = result.labels[0], result.probability[0]
-        result.uncertainty = None if result.uncertainty is None else result.uncertainty[0]
-        for row in result.particles:
-            del row["frame"]
+        _one_image(result)
     if hasattr(signal, "axes_manager"):
         result.labels_signal = _labels_signal(signal, result.labels, title)
     return result
@@ -157,13 +154,18 @@ def segment_image(
     r = _segment_frames(
         image.astype(np.float32)[None], pixel_size_nm, notes, model, options, tta, title, option_fields
     )
+    _one_image(r)
+    if pixel_size_nm and pixel_size_source and r.pixel_size_source == "metadata":
+        r.pixel_size_source = pixel_size_source
+    return r
+
+
+def _one_image(r: SignalSegmentation) -> None:
+    """A one-frame result as one image: ``(H, W)`` arrays, no frame column."""
     r.labels, r.probability = r.labels[0], r.probability[0]
     r.uncertainty = None if r.uncertainty is None else r.uncertainty[0]
     for row in r.particles:
         del row["frame"]
-    if pixel_size_nm and pixel_size_source and r.pixel_size_source == "metadata":
-        r.pixel_size_source = pixel_size_source
-    return r
 
 
 def _segment_frames(frames, px, notes, model, options, tta, title, option_fields) -> SignalSegmentation:
