@@ -15,7 +15,7 @@ Data: the 20 CC-BY bright-field micrographs of ../shared/data/msa-seg-track-trai
   test micrographs is already the score of a model that saw this lab.
 - Object F1 at IoU 0.5 against the connected components of the masks (the masks are binary).
 
-    python examples/finetune_curve.py [--ns 4,1,2,8,16] [--draws 3] [--scratch-ns 1,4,16]
+    python examples/finetune_curve.py [--ns 4,1,2,8,16] [--draws 3] [--scratch-ns 1,4,16] [--resume]
 
 Writes examples/figures/finetune_curve.json (every run, with the command and commit) after
 each run, and finetune_curve.png at the end.
@@ -99,7 +99,7 @@ def scores(seg: Segmenter, ds) -> dict:
     }
 
 
-def run(n: int, draw: int, scratch: bool, record: dict) -> None:
+def run(n: int, draw: int, scratch: bool, record: dict, commit: str = "") -> None:
     pool = sorted({p.stem for p in (REAL / "images").glob("*.png")} - set(TEST))
     rng = np.random.default_rng(1000 * n + draw)
     names = sorted(rng.choice(pool, size=n, replace=False).tolist())
@@ -119,6 +119,7 @@ def run(n: int, draw: int, scratch: bool, record: dict) -> None:
             "shipped": scores(Segmenter.from_bundle(standard, runtime="keras"), ds),
             "finetuned": {**scores(seg, ds), "best_epoch": best.best_epoch, "epochs_run": best.epochs_run},
             "finetune_s": time.perf_counter() - t0,
+            "commit": commit,
         }
         if scratch:
             cfg = TrainConfig(
@@ -224,6 +225,11 @@ def main() -> None:
     ap.add_argument("--ns", default="4,1,2,8,16")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--scratch-ns", default="1,4,16")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="add these runs to the existing JSON (each run records the commit it ran at)",
+    )
     args = ap.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
@@ -239,10 +245,15 @@ def main() -> None:
         },
         "runs": [],
     }
+    if args.resume and OUT.is_file():
+        earlier = json.loads(OUT.read_text())
+        earlier.setdefault("resumed", []).append({"command": record["command"], "commit": commit})
+        earlier.pop("stopped", None)
+        record = earlier
     scratch_ns = {int(n) for n in args.scratch_ns.split(",") if n}
     for n in (int(n) for n in args.ns.split(",")):
         for draw in range(1 if n == 16 else args.draws):
-            run(n, draw, n in scratch_ns, record)
+            run(n, draw, n in scratch_ns, record, commit)
     plot(record)
 
 
