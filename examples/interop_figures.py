@@ -75,16 +75,12 @@ def hyperspy_figure() -> dict:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(FIGURES / "segment_signal.png", dpi=90)
-    unit_real = "px"
-    d_real = [
-        row[f"equivalent_diameter_{unit_real}"] for row in r_real.particles if not row["touches_border"]
-    ]
     return {
         "real": {
             "file": "examples/data/real-tem/images/image_13.png",
             "particles": len(r_real.particles),
             "pixel_size_nm": r_real.pixel_size_nm,
-            "mean_equivalent_diameter_px": float(np.mean(d_real)) if d_real else None,
+            "mean_equivalent_diameter_px": r_real.frames[0]["diameter_mean"],
             "model": Path(r_real.frames[0]["model"]).name,
         },
         "simulated_stack": {

@@ -15,6 +15,7 @@ from temtool.image.filters import gaussian_filter, thread_map
 __all__ = [
     "particle_columns",
     "measure_particles",
+    "interior_diameters",
     "PostProcessing",
     "typical_area_px",
     "typical_diameter_px",
@@ -199,6 +200,12 @@ def _h_maxima(dist: np.ndarray, h: float, sets: np.ndarray, n_sets: int) -> np.n
         rises[comp[above]] = True
         keep[here + 1] = ~rises[comp.ravel()[rep[here]]]
     return keep[sets].astype(np.uint8)
+
+
+def interior_diameters(rows: list[dict], unit: str) -> list[float]:
+    """The equivalent diameters (in ``unit``, "nm" or "px") of the particles of
+    :func:`measure_particles` that do not touch the image border: the sizes every summary uses."""
+    return [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
 
 
 def measure_particles(

@@ -36,7 +36,7 @@ from temtool.inference.annotations import mask_annotations
 from temtool.inference.batch import pooled_paths, write_batch_outputs
 from temtool.inference.classical import fourier_segment
 from temtool.inference.lattice import d_spacings_nm, lattice_scale
-from temtool.inference.measure import PostProcessing, measure_particles, particle_columns
+from temtool.inference.measure import PostProcessing, interior_diameters, measure_particles, particle_columns
 from temtool.inference.outputs import (
     OutputSet,
     check_replaceable,
@@ -373,7 +373,7 @@ def finish(
             w.submit(write_probability_tiff, paths["uncertainty"], r.spread, px)
         mask, post_info, labels, rows = particles_of(prob, px, post)
         w.submit(write_mask_png, paths["mask"], mask)
-        d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
+        d = interior_diameters(rows, unit)
         w.submit(write_labels_tiff, paths["labels"], labels, px)
         w.submit(write_overlay_png, paths["overlay"], grey, labels)
         w.submit(write_particles_csv, paths["particles"], rows, particle_columns(unit))

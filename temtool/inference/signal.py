@@ -20,6 +20,7 @@ import numpy as np
 from temtool.data.io import Micrograph, pixel_size_from_axes, unit_to_nm
 from temtool.errors import TemtoolError
 from temtool.inference.choice import ModelChooser
+from temtool.inference.measure import interior_diameters
 from temtool.inference.pipeline import SegmentOptions, infer, particles_of
 from temtool.inference.segmenter import Segmenter
 
@@ -191,7 +192,7 @@ def _segment_frames(frames, px, notes, model, options, tta, title, option_fields
         if spread is not None and r.spread is not None:
             spread[i] = r.spread
         unit = "nm" if r.pixel_size_nm else "px"
-        d = [row[f"equivalent_diameter_{unit}"] for row in rows if not row["touches_border"]]
+        d = interior_diameters(rows, unit)
         rows_all += [{"frame": i, **row} for row in rows]
         summaries.append(
             {

@@ -236,9 +236,12 @@ class SegmentWidget(widgets.Container):
                 colormap="viridis",
                 visible=False,
             )
-        unit = r.frames[0]["diameter_unit"]
-        d = [row[f"equivalent_diameter_{unit}"] for row in r.particles if not row["touches_border"]]
-        mean = f", mean diameter {np.mean(d):.3g} {unit}" if d else ""
+        from temtool.inference.measure import interior_diameters
+
+        frame = r.frames[0]
+        unit, mean_d = frame["diameter_unit"], frame["diameter_mean"]
+        d = interior_diameters(r.particles, unit)
+        mean = f", mean diameter {mean_d:.3g} {unit}" if mean_d is not None else ""
         model = Path(self.current_model).name if self.current_model else "no model"
         self.summary.value = f"{len(r.particles)} particles{mean} ({model})"
         chart = _histogram(d, unit)
