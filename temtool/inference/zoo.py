@@ -40,7 +40,7 @@ from temtool.image.normalise import standardize
 from temtool.inference.segmenter import Segmenter
 from temtool.model.bundle import NORMALISATIONS, Bundle, load_bundle
 from temtool.model.onnx_graph import ONNX_FILE, OPSET, probability_graph
-from temtool.model.registry import shipped_models
+from temtool.model.registry import find_bundle, shipped_models
 from temtool.version import __version__
 
 __all__ = ["ExportResult", "export_package", "export_packages", "zoo_available", "STUDY_URL", "MSA_DATA_DOI"]
@@ -70,6 +70,13 @@ def zoo_available() -> bool:
     return True
 
 
+def _require_zoo() -> None:
+    if not zoo_available():
+        raise TemtoolError(
+            f"exporting a BioImage.IO package needs bioimageio.spec and bioimageio.core: {EXTRA}"
+        )
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What :func:`export_package` wrote and how the package's own test went."""
@@ -94,21 +101,20 @@ def _check_exportable(b: Bundle) -> None:
         )
 
 
-def _test_image(b: Bundle) -> tuple[np.ndarray, float]:
-    """A simulated micrograph the model is made for, and its pixel size (nm): HRTEM at the
-    bundle's pixel size, bright-field with particles in the middle of the trained size range."""
+def _test_image(b: Bundle) -> np.ndarray:
+    """A simulated micrograph the model is made for: HRTEM at the bundle's pixel size,
+    bright-field with particles in the middle of the trained size range."""
     if b.regime == "hrtem":
-        px = b.pixel_size_nm or 0.02
-        sim = simulate_image(config_for("hrtem", pixel_size_nm=px), size=512, seed=TEST_SEED)
-        return sim.image.astype(np.float32), px
-    diameter_nm = 20.0
-    if b.diameter_range_px:
-        lo, hi = b.diameter_range_px
-        px = diameter_nm / math.sqrt(lo * hi)
+        cfg, size = config_for("hrtem", pixel_size_nm=b.pixel_size_nm or 0.02), 512
     else:
-        px = b.pixel_size_nm or 0.12
-    sim = simulate_image(config_for("standard", pixel_size_nm=px), size=256, seed=TEST_SEED)
-    return sim.image.astype(np.float32), px
+        diameter_nm = 20.0
+        if b.diameter_range_px:
+            lo, hi = b.diameter_range_px
+            px = diameter_nm / math.sqrt(lo * hi)
+        else:
+            px = b.pixel_size_nm or 0.12
+        cfg, size = config_for("standard", pixel_size_nm=px), 256
+    return simulate_image(cfg, size=size, seed=TEST_SEED).image.astype(np.float32)
 
 
 def _cover(image: np.ndarray, prob: np.ndarray, path: Path) -> None:
@@ -321,10 +327,7 @@ def export_package(
     model package at ``out``: a ``.zip`` when ``out`` ends so, else a folder. The package is
     built in a temporary place, tested by bioimageio.core, and only then moved to ``out``
     (an existing one only with ``overwrite``): a package that does not pass is never written."""
-    if not zoo_available():
-        raise TemtoolError(
-            f"exporting a BioImage.IO package needs bioimageio.spec and bioimageio.core: {EXTRA}"
-        )
+    _require_zoo()
     from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -335,8 +338,8 @@ def export_package(
     # the reach, rounded up to whole pooling steps: bioimageio.core's blocks add the halo on
     # each side, and the network needs sizes in whole steps
     halo_px = step * math.ceil(b.reach_px / step)
-    min_px = step * math.ceil((2 * halo_px + step) / step)  # some output beyond the halo on each side
-    image, px = _test_image(b)
+    min_px = 2 * halo_px + step  # one step of output beyond the halo; whole steps, as the halo
+    image = _test_image(b)
     # temtool's probability of the test input: the network on the standardised image, one pass
     seg = Segmenter.from_bundle(b, runtime="onnx")
     expected = seg.forward(standardize(image)[None])[0]
@@ -390,11 +393,11 @@ def _check_written(out: Path, image: np.ndarray, expected: np.ndarray) -> float:
 
 def _resolve(name: str | os.PathLike) -> Bundle:
     """A shipped model's name (``standard``, ``hrtem``) or a bundle folder, loaded."""
-    shipped = shipped_models()
-    path = shipped.get(str(name), Path(name))
-    if not (Path(path) / "bundle.json").is_file():
+    path = find_bundle(name)
+    if path is None:
         raise TemtoolError(
-            f"{name}: neither a shipped model ({', '.join(shipped)}) nor a bundle folder (no bundle.json)"
+            f"{name}: neither a shipped model ({', '.join(shipped_models())}) nor a bundle folder "
+            "(no bundle.json)"
         )
     return load_bundle(path)
 
@@ -407,10 +410,7 @@ def export_packages(
     checked before anything is written, so a bundle that cannot be exported writes nothing."""
     if not bundles:
         raise TemtoolError("name at least one bundle to export")
-    if not zoo_available():
-        raise TemtoolError(
-            f"exporting a BioImage.IO package needs bioimageio.spec and bioimageio.core: {EXTRA}"
-        )
+    _require_zoo()
     loaded = [_resolve(b) for b in bundles]
     for b in loaded:
         _check_exportable(b)

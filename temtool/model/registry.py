@@ -11,7 +11,14 @@ from temtool.data.io import atomic_write
 from temtool.errors import TemtoolError
 from temtool.paths import cache_dir, writable_cache_dir
 
-__all__ = ["PRETRAINED_DIR", "shipped_models", "last_model", "last_model_file", "remember_last_model"]
+__all__ = [
+    "PRETRAINED_DIR",
+    "shipped_models",
+    "find_bundle",
+    "last_model",
+    "last_model_file",
+    "remember_last_model",
+]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -19,6 +26,13 @@ PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 def shipped_models() -> dict[str, Path]:
     """The shipped bundles by name (``standard``, ``hrtem``), sorted by name."""
     return {p.name: p for p in sorted(PRETRAINED_DIR.glob("*")) if (p / "bundle.json").is_file()}
+
+
+def find_bundle(name: str | os.PathLike) -> Path | None:
+    """A shipped model's name (``standard``, ``hrtem``) or a bundle folder: the folder, or None
+    when it holds no ``bundle.json`` (the caller says what it expected)."""
+    path = Path(shipped_models().get(str(name), name))
+    return path if (path / "bundle.json").is_file() else None
 
 
 def last_model_file() -> Path:

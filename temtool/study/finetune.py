@@ -32,7 +32,7 @@ from temtool.image.resample import pixel_size_scale, resample
 from temtool.inference.measure import typical_diameter_px
 from temtool.inference.segmenter import Segmenter
 from temtool.model.bundle import Bundle, load_bundle
-from temtool.model.registry import remember_last_model, shipped_models
+from temtool.model.registry import find_bundle, remember_last_model, shipped_models
 from temtool.study import protocol
 from temtool.study.evaluate import evaluate_segmenter
 from temtool.study.train import TrainConfig, TrainResult, baseline_summary, save_training, train
@@ -57,12 +57,11 @@ def resolve_start(start: str | os.PathLike) -> Bundle:
     """The bundle to start from: a shipped model's name or a bundle folder, checked for what
     fine-tuning needs (a Keras model, a known normalisation: :func:`load_bundle`), or a
     one-line error."""
-    shipped = shipped_models()
-    path = shipped.get(str(start), Path(start))
-    if not (Path(path) / "bundle.json").is_file():
+    path = find_bundle(start)
+    if path is None:
         raise TemtoolError(
-            f"--start-from: {start} is neither a shipped model ({', '.join(shipped)}) nor a bundle "
-            "folder (one with bundle.json, written by temtool train or tune)"
+            f"--start-from: {start} is neither a shipped model ({', '.join(shipped_models())}) nor a "
+            "bundle folder (one with bundle.json, written by temtool train or tune)"
         )
     return load_bundle(path)  # refuses a bundle without model.keras, an unknown normalisation
 
