@@ -542,7 +542,6 @@ def segment(
         raise typer.Exit(2)
 
 
-# ------------------------------------------------------------------------------ entry point
 # ----------------------------------------------------------------------------------- export
 @app.command()
 def export(
@@ -564,6 +563,7 @@ def export(
     _render({"packages": [dataclasses.asdict(r) for r in results]}, export_summary, as_json)
 
 
+# ------------------------------------------------------------------------------ entry point
 def _error(message: str) -> None:
 
     err_console.print(styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)

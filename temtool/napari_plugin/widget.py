@@ -106,7 +106,6 @@ class SegmentWidget(widgets.Container):
             ]
         )
         self.current_model: str | None = None  # the bundle that made the last result
-        self.last_result = None
         self.last_error: str | None = None
         self.image.changed.connect(self._show_pixel_size)
         self.pixel_size.changed.connect(self._show_pixel_size)
@@ -156,6 +155,15 @@ class SegmentWidget(widgets.Container):
             f"pixel size {px:.4g} nm ({where})" if px else "pixel size unknown: sizes in px"
         )
 
+    def _plane(self, layer) -> np.ndarray:
+        """The grey 2-D image of a layer: the frame on screen for a stack."""
+        data = np.asarray(layer.data)
+        if data.ndim == 3 and data.shape[-1] not in (3, 4):
+            data = data[int(self.viewer.dims.current_step[0])]
+        if data.ndim != 2:
+            raise TemtoolError(f"{layer.name}: a {data.shape} layer; segment takes a grey 2-D image")
+        return data
+
     # ------------------------------------------------------------------ running
     def _start(self, work, done) -> None:
         """``work()`` in a thread worker (or here, with ``sync``), then ``done(result)``; a
@@ -188,11 +196,10 @@ class SegmentWidget(widgets.Container):
         if layer is None:
             self._failed(TemtoolError("open a micrograph first (no image layer)"))
             return
-        data = np.asarray(layer.data)
-        if data.ndim == 3 and data.shape[-1] not in (3, 4):
-            data = data[int(self.viewer.dims.current_step[0])]
-        if data.ndim != 2:
-            self._failed(TemtoolError(f"{layer.name}: a {data.shape} layer; segment takes a grey 2-D image"))
+        try:
+            data = self._plane(layer)
+        except TemtoolError as e:
+            self._failed(e)
             return
         px, source = self.pixel_size_nm()
         model, tta = self.model_path(), bool(self.tta.value)
@@ -209,7 +216,6 @@ class SegmentWidget(widgets.Container):
         import pandas as pd
 
         self.run.enabled = True
-        self.last_result = r
         self.current_model = r.frames[0]["model"]
         scale = tuple(layer.scale[-2:])
         features = pd.DataFrame(r.particles)
@@ -271,11 +277,9 @@ class SegmentWidget(widgets.Container):
             self._failed(TemtoolError("segment the micrograph first: its labels layer is what you correct"))
             return
         labels = np.asarray(self.viewer.layers[name].data)
-        image = np.asarray(layer.data)
-        if image.ndim == 3:
-            image = image[int(self.viewer.dims.current_step[0])]
         px, _ = self.pixel_size_nm()
         try:
+            image = self._plane(layer)
             img_path, _ = add_pair(self.training_set.value, layer.name, image, labels, px, overwrite=True)
         except (TemtoolError, OSError) as e:
             self._failed(e)
