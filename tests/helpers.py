@@ -8,14 +8,14 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 REAL_DATA = os.path.abspath(os.path.join(SHARED, "data", "msa-seg-track-train"))
 
 
-def small_resunet(pools: str, filters=2):
+def small_resunet(pools: str, filters=2, n_classes: int = 2):
     """A small untrained ResUNet with fixed weights: ``(Architecture, keras.Model)``."""
     import keras
 
     from temtool.model.architecture import Architecture, build_resunet
 
     keras.utils.set_random_seed(0)
-    arch = Architecture.create(depth=len(pools.split(",")), pool=pools, filters=filters)
+    arch = Architecture.create(depth=len(pools.split(",")), pool=pools, filters=filters, n_classes=n_classes)
     return arch, build_resunet(arch)
 
 

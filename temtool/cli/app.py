@@ -114,11 +114,13 @@ def _backend() -> None:
     start_backend(quiet=not _state["debug"])
 
 
-def _arch(depth: int, pool: str, filters: str, kernel: int):
+def _arch(depth: int, pool: str, filters: str, kernel: int, boundary: bool = False):
     from temtool.model.architecture import Architecture
 
     try:
-        return Architecture.create(depth=depth, pool=pool, filters=filters, kernel_size=kernel)
+        return Architecture.create(
+            depth=depth, pool=pool, filters=filters, kernel_size=kernel, n_classes=3 if boundary else 2
+        )
     except ArchitectureError as e:
         raise TemtoolError(f"--depth/--pool/--filters/--kernel: {e}") from None
 
@@ -304,6 +306,14 @@ def train(
         ),
     ] = None,
     pixel_size: PixelSize = None,
+    boundary: Annotated[
+        bool,
+        O(
+            "--boundary",
+            help="Instance-aware: a third output class for particle boundaries, learned from the "
+            "dataset's instances/ (else its masks' components); segment parts touching particles there.",
+        ),
+    ] = False,
     start_from: Annotated[
         Optional[str],
         O(
@@ -315,17 +325,17 @@ def train(
     as_json: AsJson = False,
 ) -> None:
     """Train the residual UNet (or fine-tune one) and write a self-describing model bundle."""
-    if start_from is not None and (depth, pool, filters, kernel) != (2, "2", "4", 3):
+    if start_from is not None and ((depth, pool, filters, kernel) != (2, "2", "4", 3) or boundary):
         raise TemtoolError(
             "--start-from keeps the starting model's architecture: "
-            "leave out --depth/--pool/--filters/--kernel"
+            "leave out --depth/--pool/--filters/--kernel/--boundary"
         )
     _backend()
     from temtool.study.finetune import FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, finetune_and_save
     from temtool.study.train import train_and_save
 
     _state["flags"] = {"out_dir": "--out"}
-    arch = _arch(depth, pool, filters, kernel)
+    arch = _arch(depth, pool, filters, kernel, boundary)
     defaults = FINETUNE_DEFAULTS if start_from else SCRATCH_DEFAULTS
     epochs = epochs or defaults["epochs"]
     cfg = _train_config(

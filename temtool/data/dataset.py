@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from temtool.data.io import (
     IMAGE_SUFFIXES,
@@ -38,6 +39,7 @@ from temtool.data.io import (
 from temtool.data.randomise import CROWDED, RANGES, randomised_batch
 from temtool.data.simulate import GENERATOR_VERSION, config_for, simulate_batch
 from temtool.errors import ParameterError, TemtoolError, check_positive
+from temtool.image.labels import boundary_classes
 from temtool.image.normalise import standardize
 from temtool.paths import cache_dir, writable_cache_dir
 
@@ -419,15 +421,23 @@ class Dataset:
     images: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) float32
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (H, W) uint8
     lazy: bool = False  # True: images and masks are read from disk on access
+    # what a network trains on (:meth:`arrays`): "mask", or "boundary": ``boundary`` holds
+    # stem -> (H, W) uint8, 0 background, 1 interior, 2 boundary
+    # (:func:`temtool.image.labels.boundary_classes`, an instance-aware network's targets)
+    targets: str = "mask"
+    boundary: dict[str, np.ndarray] = field(default_factory=dict)
+    instances_from: str | None = None  # "instances/" or "mask components" (targets "boundary")
 
     def arrays(self, split: str):
-        """``x (N, H, W, 1) float32`` and ``y (N, H, W) uint8`` of a split (equal sizes);
+        """``x (N, H, W, 1) float32`` and ``y (N, H, W) uint8`` of a split (equal sizes): the
+        masks, or the 3-class targets where :attr:`targets` is "boundary";
         :class:`LazyStack` views that read on demand when the dataset streams from disk."""
         stems = self.splits.get(split, [])
         if not stems:
             raise TemtoolError(f"{self.path}: the {split!r} split is empty")
+        ys = self.boundary if self.targets == "boundary" else self.masks
         if self.lazy:
-            return LazyStack(self.images, stems, True), LazyStack(self.masks, stems, False)
+            return LazyStack(self.images, stems, True), LazyStack(ys, stems, False)
         shapes = {self.images[s].shape for s in stems}
         if len(shapes) > 1:
             raise TemtoolError(
@@ -435,7 +445,7 @@ class Dataset:
                 f"({sorted(shapes)[:3]}...); cut them into equal patches with 'temtool prepare'"
             )
         x = np.stack([self.images[s] for s in stems])[..., None]
-        y = np.stack([self.masks[s] for s in stems])
+        y = np.stack([ys[s] for s in stems])
         return x, y
 
     def summary(self) -> dict:
@@ -445,6 +455,8 @@ class Dataset:
             "regime": self.regime,
             **{f"n_{k}": len(v) for k, v in self.splits.items()},
             "particle_fraction": float(np.mean([self.masks[s].mean() for s in list(self.masks)[:200]])),
+            "targets": self.targets,
+            **({"instances_from": self.instances_from} if self.instances_from else {}),
             "streamed_from_disk": self.lazy,
         }
 
@@ -475,6 +487,35 @@ def _image_mask_files(path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     if extra:
         raise TemtoolError(f"{masks[extra[0]]}: no image with the same stem in {img_dir}")
     return imgs, masks
+
+
+TARGETS = ("mask", "boundary")
+
+
+def _boundary_reader(path: Path, imgs: dict[str, Path], masks: dict[str, Path]):
+    """How ``load_dataset(targets="boundary")`` reads a stem's target (called with its mask
+    file), and where the instances come from."""
+    folder = path / "instances"
+    if not folder.is_dir():
+
+        def from_components(mask_file: Path) -> np.ndarray:
+            return boundary_classes(ndi.label(read_mask(mask_file))[0])
+
+        return from_components, "mask components"
+    inst = _by_stem(folder)
+    missing = sorted(set(imgs) - set(inst))
+    if missing:
+        raise TemtoolError(f"{imgs[missing[0]]}: no instance map with the same stem in {folder}")
+    by_mask = {masks[s]: inst[s] for s in imgs}
+
+    def from_instances(mask_file: Path) -> np.ndarray:
+        f = by_mask[mask_file]
+        lab = read_image(f).data
+        if lab.ndim != 2 or lab.min() < 0 or not np.all(lab == np.round(lab)):
+            raise TemtoolError(f"{f}: an instance map holds integer ids on a 0 background")
+        return boundary_classes(lab.astype(np.int64))
+
+    return from_instances, "instances/"
 
 
 def read_dataset_json(where: Path) -> dict:
@@ -516,15 +557,21 @@ def load_dataset(
     seed: int = 0,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     in_memory: bool | None = None,
+    targets: str = "mask",
 ) -> Dataset:
     """Read a dataset folder (or ``sim:NAME``): standardised images, binary masks, splits.
 
     Without splits in ``dataset.json`` the stems are shuffled with ``seed`` and split by the
     given fractions. ``in_memory=None`` keeps the data in memory when the image files fit in
     :func:`memory_budget_bytes`, else streams them from disk (read per batch); pass True or
-    False to force either.
+    False to force either. ``targets="boundary"`` reads the 3-class targets of an
+    instance-aware network instead of binary masks (:func:`temtool.image.labels.boundary_classes`)
+    from ``instances/`` where the dataset has it (every image needs its map then), else from
+    the masks' connected components (touching particles then stay one).
     """
     check_positive("pixel_size_nm", pixel_size_nm)
+    if targets not in TARGETS:
+        raise ParameterError("targets", f"must be one of {', '.join(TARGETS)}, got {targets!r}")
     path = resolve_data(spec)
     meta = read_dataset_json(path / "dataset.json") if (path / "dataset.json").exists() else {}
     imgs, masks = _image_mask_files(path)
@@ -533,7 +580,11 @@ def load_dataset(
         pixel_size_nm=pixel_size_nm or meta.get("pixel_size_nm"),
         regime=meta.get("regime"),
         splits={},
+        targets=targets,
     )
+    read_target = None
+    if targets == "boundary":
+        read_target, ds.instances_from = _boundary_reader(path, imgs, masks)
     per_micrograph = meta.get("standardized") == "per_micrograph"
 
     def read_x(p: Path) -> np.ndarray:
@@ -548,26 +599,37 @@ def load_dataset(
                 f"{masks[stem]}: mask is {m.shape[0]}x{m.shape[1]} but its image is "
                 f"{mg.data.shape[0]}x{mg.data.shape[1]}"
             )
-        return mg, m
+        t = read_target(masks[stem]) if read_target else None
+        if t is not None and t.shape != m.shape:
+            raise TemtoolError(f"{masks[stem]}: its instance map differs in size ({t.shape} vs {m.shape})")
+        return mg, m, t
 
     if in_memory is None:
         in_memory = sum(p.stat().st_size for p in imgs.values()) <= memory_budget_bytes()
     if in_memory:
         for stem in imgs:
-            mg, m = read_pair(stem)
+            mg, m, t = read_pair(stem)
             ds.images[stem] = mg.data if per_micrograph else standardize(mg.data)
             ds.masks[stem] = m
+            if t is not None:
+                ds.boundary[stem] = t
     else:
         read_pair(next(iter(imgs)))  # fail early on an unreadable first pair
         ds.lazy = True
         ds.images = _LazyImages(imgs, read_x)
         ds.masks = _LazyImages(masks, read_mask)
-    splits = meta.get("splits")
-    if splits:
-        unknown = [s for v in splits.values() for s in v if s not in imgs]
-        if unknown:
-            raise TemtoolError(f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image")
-        ds.splits = {k: list(v) for k, v in splits.items()}
-    else:
-        ds.splits = split_stems(sorted(imgs), split, seed=seed)
+        if read_target:
+            ds.boundary = _LazyImages(masks, read_target)
+    ds.splits = _splits_of(meta, path, imgs, split, seed)
     return ds
+
+
+def _splits_of(meta: dict, path: Path, imgs: dict[str, Path], split, seed) -> dict[str, list[str]]:
+    """The splits ``dataset.json`` gives (checked against the images), else drawn."""
+    splits = meta.get("splits")
+    if not splits:
+        return split_stems(sorted(imgs), split, seed=seed)
+    unknown = [s for v in splits.values() for s in v if s not in imgs]
+    if unknown:
+        raise TemtoolError(f"{path / 'dataset.json'}: split lists {unknown[0]!r}, which has no image")
+    return {k: list(v) for k, v in splits.items()}

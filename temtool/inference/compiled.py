@@ -32,8 +32,9 @@ class CompiledForward:
     Keras itself (``predict_on_batch`` of a model wrapping the same graph) on the other
     backends, behind this one adapter.
 
-    Call it with ``(N, h, w)`` float32 tiles; returns ``(N, h, w)`` or, with TTA,
-    ``(N, 2, h, w)`` (mean, spread), as ``Segmenter.forward`` does.
+    Call it with ``(N, h, w)`` float32 tiles; returns ``(N, h, w)`` or, with several
+    channels (TTA spread, an instance-aware network's boundary), ``(N, C, h, w)`` in the
+    order of ``Segmenter.channels``, as ``Segmenter.forward`` does.
     """
 
     def __init__(self, model, tta: bool = False):
@@ -48,19 +49,29 @@ class CompiledForward:
         from keras import ops
 
         x = ops.expand_dims(x, -1)
-        total = square = None
+        total = square = boundary = None
         members = tta_members(self.tta)
         for k in members:
             logits = ops.cast(run(dihedral_ops(x, k)), "float32")
-            p = ops.sigmoid(ops.clip(logits[..., 1:2] - logits[..., 0:1], -80.0, 80.0))
-            p = dihedral_ops(p, k, inverse=True)[..., 0]
+            if logits.shape[-1] == 3:  # instance-aware: particle = 1 - P(background), and the boundary
+                soft = ops.softmax(logits, axis=-1)
+                pb = dihedral_ops(
+                    ops.concatenate([1.0 - soft[..., 0:1], soft[..., 2:3]], -1), k, inverse=True
+                )
+                p, b = pb[..., 0], pb[..., 1]
+                boundary = b if boundary is None else boundary + b
+            else:
+                p = ops.sigmoid(ops.clip(logits[..., 1:2] - logits[..., 0:1], -80.0, 80.0))
+                p = dihedral_ops(p, k, inverse=True)[..., 0]
             total = p if total is None else total + p
             square = p * p if square is None else square + p * p
         mean = total / len(members)
-        if not self.tta:
-            return mean
-        sd = ops.sqrt(ops.maximum(square / len(members) - mean * mean, 0.0))
-        return ops.stack([mean, sd], axis=1)
+        channels = [mean]
+        if self.tta:
+            channels.append(ops.sqrt(ops.maximum(square / len(members) - mean * mean, 0.0)))
+        if boundary is not None:
+            channels.append(boundary / len(members))
+        return channels[0] if len(channels) == 1 else ops.stack(channels, axis=1)
 
     def _compile(self):
         model = self.model

@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: F401 - importing one packag
 
 from temtool.data.io import atomic_write, write_png, write_tiff
 from temtool.errors import TemtoolError
+from temtool.image.labels import inner_boundaries
 from temtool.inference.histogram import histogram_png
-from temtool.inference.measure import inner_boundaries
 
 __all__ = [
     "OUTLINE_RGB",

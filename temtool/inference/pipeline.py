@@ -32,11 +32,17 @@ from temtool.data.io import (
     read_image,
 )
 from temtool.errors import ParameterError, TemtoolError
+from temtool.image.filters import gaussian_filter
 from temtool.inference.annotations import mask_annotations
 from temtool.inference.batch import pooled_paths, write_batch_outputs
 from temtool.inference.classical import fourier_segment
 from temtool.inference.lattice import d_spacings_nm, lattice_scale
-from temtool.inference.measure import PostProcessing, interior_diameters, measure_particles, particle_columns
+from temtool.inference.measure import (
+    PostProcessing,
+    interior_diameters,
+    measure_particles,
+    particle_columns,
+)
 from temtool.inference.outputs import (
     OutputSet,
     check_replaceable,
@@ -133,6 +139,7 @@ class Inferred:
     polarity: dict | None = None  # {"value", "source": option / decided / hrtem, "p_dark"}
     pixel_size_source: str | None = None  # "option", "metadata" (the file's), "lattice", or None: unknown
     lattice: dict | None = None  # with options.lattice: what the lattice said (pixel size, planes, why)
+    boundary: np.ndarray | None = None  # (H, W) float32, an instance-aware network's boundary probability
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -233,7 +240,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
     if options.lattice:
         px, px_source, lattice, note = _lattice(image, options.lattice, px, px_source)
         notes.append(note)
-    seg, spread, why, tiling = None, None, None, None
+    seg, spread, why, tiling, boundary = None, None, None, None, None
     if options.method != "fourier":  # chosen on the contrast as recorded (the regime does not depend on it)
         seg = segmenter if isinstance(segmenter, Segmenter) else segmenter(px, image)
         why = getattr(segmenter, "reason", None)
@@ -249,7 +256,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         prob = fourier_segment(image, px, options.d_spacing_nm).astype(np.float32)
     else:
         result = result or seg.probability(image, px)
-        prob, spread, tiling = result.prob, result.spread, result.tiling
+        prob, spread, tiling, boundary = result.prob, result.spread, result.tiling, result.boundary
         notes += result.notes
     if drawn is not None:
         prob = np.where(drawn, np.float32(0), prob)
@@ -268,6 +275,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         polarity=polarity,
         pixel_size_source=px_source,
         lattice=lattice,
+        boundary=boundary,
     )
 
 
@@ -338,12 +346,19 @@ def _polarity(image: np.ndarray, drawn, options: SegmentOptions, seg, px) -> tup
     return value, (passes[d.polarity == "bright"] if passes else None)
 
 
-def particles_of(prob: np.ndarray, pixel_size_nm: float | None, post: PostProcessing):
+def particles_of(
+    prob: np.ndarray, pixel_size_nm: float | None, post: PostProcessing, boundary: np.ndarray | None = None
+):
     """The mask of a probability map (``post``), what post-processing did, and its particles:
-    instance labels and one measured row each (:func:`temtool.inference.measure.measure_particles`)."""
+    instance labels and one measured row each (:func:`temtool.inference.measure.measure_particles`),
+    parted where an instance-aware network's ``boundary`` probability (smoothed as the
+    probability is) says, else by the distance watershed."""
     mask, post_info = post.apply(prob, pixel_size_nm)
+    if boundary is not None and post.smooth_px > 0:
+        boundary = gaussian_filter(boundary, post.smooth_px)
+    post_info["instances"] = "network boundaries" if boundary is not None else "distance watershed"
     labels, rows = measure_particles(
-        mask, pixel_size_nm, min_area_px=1, pinhole_px=0
+        mask, pixel_size_nm, min_area_px=1, pinhole_px=0, boundary=boundary
     )  # holes: `post` decided
     return mask, post_info, labels, rows
 
@@ -371,7 +386,7 @@ def finish(
         grey = w.compute(overlay_grey, r.image)
         if r.spread is not None:
             w.submit(write_probability_tiff, paths["uncertainty"], r.spread, px)
-        mask, post_info, labels, rows = particles_of(prob, px, post)
+        mask, post_info, labels, rows = particles_of(prob, px, post, r.boundary)
         w.submit(write_mask_png, paths["mask"], mask)
         d = interior_diameters(rows, unit)
         w.submit(write_labels_tiff, paths["labels"], labels, px)

@@ -92,11 +92,23 @@ class Segmenter:
         return cls(model, arch, tile_reach_px(arch), pixel_size_nm, **kw)
 
     # ----------------------------------------------------------------- network passes
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """What :meth:`forward` returns per pixel, in order: the particle probability, its TTA
+        spread (with ``tta``) and, for an instance-aware network, the boundary probability.
+        One channel comes back as ``(N, h, w)``, several as ``(N, C, h, w)``."""
+        return (
+            ("particle",)
+            + (("spread",) if self.tta else ())
+            + (("boundary",) if self.arch.instance_aware else ())
+        )
+
     def forward(self, tiles: np.ndarray) -> np.ndarray:
-        """Particle probability of a batch of standardised tiles ``(N, h, w)``: the sigmoid of
-        the logit difference (the softmax of two classes). With TTA, the mean over the 8
-        dihedral transforms and their standard deviation: ``(N, 2, h, w)``. On the Keras
-        runtime all of it runs compiled on the backend's device
+        """:attr:`channels` of a batch of standardised tiles ``(N, h, w)``. The particle
+        probability is the sigmoid of the logit difference for two classes (the softmax),
+        1 - P(background) for an instance-aware network; with TTA, the mean over the 8
+        dihedral transforms and their standard deviation (of the particle probability). On
+        the Keras runtime all of it runs compiled on the backend's device
         (:class:`temtool.inference.compiled.CompiledForward`); on ONNX Runtime the transforms are host
         array views around each network call (so is any object with a Keras-like
         ``predict_on_batch``)."""
@@ -107,21 +119,27 @@ class Segmenter:
             return self._probability(tiles)
 
         ks = tta_members(self.tta)
-        total = np.zeros(tiles.shape, np.float32)
-        square = np.zeros(tiles.shape, np.float32)
+        total, square = None, np.zeros(tiles.shape, np.float32)
         for k in ks:
             p = dihedral(self._probability(dihedral(tiles, k, axes=(-2, -1))), k, axes=(-2, -1), inverse=True)
-            total += p
-            square += p * p
+            total = p.copy() if total is None else total + p
+            part = p[:, 0] if p.ndim == 4 else p
+            square += part * part
         mean = total / len(ks)
-        sd = np.sqrt(np.maximum(square / len(ks) - mean * mean, 0))
-        return np.stack([mean, sd], axis=1)
+        part = mean[:, 0] if mean.ndim == 4 else mean
+        sd = np.sqrt(np.maximum(square / len(ks) - part * part, 0))
+        return np.stack([part, sd, *([mean[:, 1]] if mean.ndim == 4 else [])], axis=1)
 
     def _probability(self, tiles: np.ndarray) -> np.ndarray:
-        """The network's particle probability of ``(N, h, w)`` tiles on the host runtime: the
-        sigmoid of the logit difference, computed in place (no temporary per step)."""
+        """The network's particle probability of ``(N, h, w)`` tiles on the host runtime, and
+        for an instance-aware network its boundary probability: ``(N, 2, h, w)``. Two classes:
+        the sigmoid of the logit difference, computed in place (no temporary per step)."""
         x = np.ascontiguousarray(tiles[..., None], np.float32)
         logits = np.asarray(self.model.predict_on_batch(x), np.float32)
+        if logits.shape[-1] == 3:
+            e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            e /= e.sum(axis=-1, keepdims=True)
+            return np.stack([1 - e[..., 0], e[..., 2]], axis=1)
         d = np.subtract(logits[..., 1], logits[..., 0])
         np.clip(d, -80, 80, out=d)
         np.negative(d, out=d)
@@ -131,7 +149,8 @@ class Segmenter:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probability ``(H, W)`` float32 of a standardised image at the model's scale, tiled;
-        equal to :meth:`predict_whole` everywhere. With TTA ``(2, H, W)``: mean and spread.
+        equal to :meth:`predict_whole` everywhere. With several :attr:`channels`
+        ``(C, H, W)``, e.g. with TTA mean and spread.
         On the Keras runtime tiles are cut, run and blended on the backend's device."""
         return self.predict_tiled(image)[0]
 
@@ -250,8 +269,15 @@ class Segmenter:
         x = image if normalised else self.preprocess(image)
         scale, made, note = self.scale_for(x, pixel_size_nm)
         p, tiling = self._at_scale(x, scale, made)
-        prob, spread = (p[0], p[1]) if p.ndim == 3 else (p, None)
-        return Probability(prob, spread, [note] if note else [], scale, tiling)
+        by_name = dict(zip(self.channels, p)) if p.ndim == 3 else {"particle": p}
+        return Probability(
+            by_name["particle"],
+            by_name.get("spread"),
+            [note] if note else [],
+            scale,
+            tiling,
+            by_name.get("boundary"),
+        )
 
 
 class Probability(NamedTuple):
@@ -262,3 +288,4 @@ class Probability(NamedTuple):
     notes: list[str]
     scale: float  # resampling factor used (1: none)
     tiling: dict  # how the image was tiled (temtool.inference.tiling.predict_tiled)
+    boundary: np.ndarray | None = None  # (H, W) float32, an instance-aware network's boundary probability

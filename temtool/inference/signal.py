@@ -187,7 +187,7 @@ def _segment_frames(frames, px, notes, model, options, tta, title, option_fields
     r = None
     for i, image in enumerate(frames):
         r = infer(where, Micrograph(image, px, where, tuple(notes)), seg, options)
-        _, _, lab, rows = particles_of(r.prob, r.pixel_size_nm, options.post)
+        _, _, lab, rows = particles_of(r.prob, r.pixel_size_nm, options.post, r.boundary)
         labels[i], prob[i] = lab, r.prob
         if spread is not None and r.spread is not None:
             spread[i] = r.spread

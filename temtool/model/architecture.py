@@ -61,7 +61,9 @@ class Architecture:
     kernel_size : int
         Odd side length of the square convolution kernels (3 in the study).
     n_classes : int
-        Number of output classes (2: carbon background and particle).
+        Number of output classes: 2 (the study's: background and particle), or 3 for an
+        instance-aware network (background, particle interior, particle boundary; see
+        :mod:`temtool.image.labels`), whose boundaries part touching particles.
     """
 
     depth: int = 2
@@ -92,8 +94,11 @@ class Architecture:
             raise ArchitectureError(f"filters must be > 0, got {list(self.filters)}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ArchitectureError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
-        if self.n_classes < 2:
-            raise ArchitectureError(f"n_classes must be >= 2, got {self.n_classes}")
+        if self.n_classes not in (2, 3):
+            raise ArchitectureError(
+                f"n_classes must be 2 (background, particle) or 3 (with particle boundaries), "
+                f"got {self.n_classes}"
+            )
 
     @classmethod
     def create(
@@ -117,6 +122,11 @@ class Architecture:
         if len(filt) == 1:
             filt = tuple(filt[0] * 2**i for i in range(depth + 1))
         return cls(depth=depth, pools=pools, filters=filt, kernel_size=kernel_size, n_classes=n_classes)
+
+    @property
+    def instance_aware(self) -> bool:
+        """Whether the network also outputs particle boundaries (3 classes)."""
+        return self.n_classes == 3
 
     @property
     def pool_product(self) -> int:
@@ -183,7 +193,8 @@ class Architecture:
 
     def label(self) -> str:
         """Short human label, e.g. ``d2 p2,2 f4-8-16``."""
-        return f"d{self.depth} p{','.join(map(str, self.pools))} f{'-'.join(map(str, self.filters))}"
+        base = f"d{self.depth} p{','.join(map(str, self.pools))} f{'-'.join(map(str, self.filters))}"
+        return base + (" +boundary" if self.instance_aware else "")
 
 
 def _residual_block(x, filters: int, kernel_size: int, name: str):

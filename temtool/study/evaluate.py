@@ -63,7 +63,7 @@ def evaluate_segmenter(
         row = {"image": stem, "model": net, "otsu": base}
         truth = protocol.instance_truth(ds, stem, components=components_as_instances)
         if truth is not None:  # the same post-processing and splitting for both
-            row["model_objects"] = protocol.object_scores(truth, prob, ds.pixel_size_nm)
+            row["model_objects"] = protocol.object_scores(truth, prob, ds.pixel_size_nm, result.boundary)
             otsu_mask = otsu_segment(img, sigma)  # the baseline's mask (Otsu is affine-invariant)
             row["otsu_objects"] = protocol.object_scores(truth, otsu_mask, ds.pixel_size_nm)
             for who in objects:

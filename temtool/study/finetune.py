@@ -35,7 +35,7 @@ from temtool.model.bundle import Bundle, load_bundle
 from temtool.model.registry import find_bundle, remember_last_model, shipped_models
 from temtool.study import protocol
 from temtool.study.evaluate import evaluate_segmenter
-from temtool.study.train import TrainConfig, TrainResult, baseline_summary, save_training, train
+from temtool.study.train import TrainConfig, TrainResult, baseline_summary, save_training, targets_for, train
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -94,10 +94,13 @@ def finetune_scale(bundle: Bundle, ds: Dataset) -> tuple[float, str | None]:
 def _rescaled(ds: Dataset, factor: float, multiple: int) -> Dataset:
     """The dataset with its train and val patches resampled by ``factor`` (sides rounded to a
     multiple of the pools); the test split stays as it is (inference rescales it itself)."""
-    if ds.lazy:
-        raise TemtoolError(
-            f"{ds.path}: too large to resample in memory; prepare it at the model's scale instead"
+    if ds.lazy or ds.targets == "boundary":
+        why = (
+            "too large to resample in memory"
+            if ds.lazy
+            else "an instance-aware model's targets are not resampled"
         )
+        raise TemtoolError(f"{ds.path}: {why}; prepare it at the model's scale instead")
     images, masks = dict(ds.images), dict(ds.masks)
     for split in ("train", "val"):
         for s in ds.splits.get(split, []):
@@ -139,7 +142,11 @@ def finetune(
     validation. Returns the best run, all runs, the dataset and the record of the fine-tuning
     (starting model, scale, test scores before and after)."""
     bundle = resolve_start(start)
-    ds = data if isinstance(data, Dataset) else load_dataset(data, pixel_size_nm=pixel_size_nm)
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, pixel_size_nm=pixel_size_nm, targets=targets_for(bundle.arch))
+    )
     for split in ("train", "val", "test"):
         if not ds.splits.get(split):
             raise TemtoolError(

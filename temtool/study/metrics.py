@@ -3,7 +3,9 @@
 Conventions follow the study: Dice is computed per image with smoothing 1 and averaged over
 images; *soft* Dice uses the softmax probability of the particle class, *hard* Dice rounds it
 first (argmax for two classes). Labels are integer class maps ``(N, H, W)`` or
-``(N, H, W, 1)`` (0 = background, 1 = particle); predictions are logits ``(N, H, W, C)``.
+``(N, H, W, 1)`` (0 = background, 1 = particle; an instance-aware network's targets add
+2 = particle boundary, :mod:`temtool.image.labels`, and Dice scores both particle classes
+together); predictions are logits ``(N, H, W, C)``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # IoU 0.5, 0
 
 
 def _fg_prob_and_target(y_true, logits):
+    """The particle probability and the binary particle target. With two classes the
+    particle class; with three (an instance-aware network: background, particle interior,
+    particle boundary) both particle classes together, 1 - P(background), and labels >= 1."""
     logits = ops.cast(logits, "float32")
-    prob = ops.softmax(logits, axis=-1)[..., 1]
-    y = ops.cast(y_true, "float32")
+    soft = ops.softmax(logits, axis=-1)
+    prob = soft[..., 1] if logits.shape[-1] == 2 else 1.0 - soft[..., 0]
+    y = ops.cast(ops.cast(y_true, "int32") >= 1, "float32")
     if len(y.shape) == len(prob.shape) + 1:
         y = ops.squeeze(y, axis=-1)
     return prob, y

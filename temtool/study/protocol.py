@@ -29,7 +29,8 @@ from scipy import ndimage
 
 from temtool.data.io import read_image
 from temtool.inference.classical import fourier_segment, otsu_segment
-from temtool.inference.measure import PostProcessing, measure_particles
+from temtool.inference.measure import PostProcessing
+from temtool.inference.pipeline import particles_of
 from temtool.inference.segmenter import Segmenter
 from temtool.study.baselines import OTSU_SIGMAS_PX, best_otsu_sigma
 from temtool.study.metrics import binary_scores_np, instance_scores
@@ -190,12 +191,18 @@ def instance_truth(ds, stem: str, components: bool = False) -> np.ndarray | None
     return inst if inst.shape == ds.masks[stem].shape else None
 
 
-def object_scores(truth: np.ndarray, prob: np.ndarray, pixel_size_nm: float | None = None) -> dict:
+def object_scores(
+    truth: np.ndarray,
+    prob: np.ndarray,
+    pixel_size_nm: float | None = None,
+    boundary: np.ndarray | None = None,
+) -> dict:
     """:func:`temtool.study.metrics.instance_scores` of a probability map (or a 0/1 mask)
-    after ``segment``'s post-processing and particle splitting, against an instance map: the
-    same steps for a network and a baseline."""
-    mask, _ = PostProcessing().apply(np.asarray(prob, np.float32), pixel_size_nm)
-    labels, _ = measure_particles(mask, pixel_size_nm, min_area_px=1, pinhole_px=0)
+    after ``segment``'s post-processing and particle splitting
+    (:func:`temtool.inference.pipeline.particles_of`: an instance-aware network's
+    ``boundary`` probability, else the distance watershed), against an instance map: the same
+    steps for a network and a baseline."""
+    _, _, labels, _ = particles_of(np.asarray(prob, np.float32), pixel_size_nm, PostProcessing(), boundary)
     return instance_scores(truth, labels)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "gpu_info",
     "resolve_precision",
     "fit",
+    "targets_for",
     "train",
     "metrics_from_runs",
     "save_training",
@@ -345,6 +346,12 @@ def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
     )
 
 
+def targets_for(arch: Architecture) -> str:
+    """What a network of ``arch`` trains on (:func:`temtool.data.dataset.load_dataset`'s
+    ``targets``): binary masks, or the 3-class targets of an instance-aware network."""
+    return "boundary" if arch.instance_aware else "mask"
+
+
 def fit(
     arch: Architecture,
     data: Dataset,
@@ -357,6 +364,11 @@ def fit(
     ``start_from``: a model of the same architecture whose weights to fine-tune; its own val
     hard Dice counts as epoch 0 (``best_epoch`` 0: no epoch beat the starting weights)."""
     cfg.validate()
+    if data.targets != targets_for(arch):
+        raise TemtoolError(
+            f"{data.path}: read with {data.targets!r} targets, but {arch.label()} trains on "
+            f"{targets_for(arch)!r} targets (load_dataset(..., targets={targets_for(arch)!r}))"
+        )
     x_tr, y_tr = data.arrays("train")
     has_val = bool(data.splits.get("val"))
     x_va, y_va = data.arrays("val") if has_val else (None, None)
@@ -446,7 +458,11 @@ def train(
     if not isinstance(repeats, int) or repeats < 1:
         raise ParameterError("repeats", f"must be an integer >= 1, got {repeats}")
     cfg.validate()
-    ds = data if isinstance(data, Dataset) else load_dataset(data, pixel_size_nm=pixel_size_nm)
+    ds = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, pixel_size_nm=pixel_size_nm, targets=targets_for(arch))
+    )
     test_ds = test_data or ds
     if segmenter is None:
 

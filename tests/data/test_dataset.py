@@ -153,3 +153,35 @@ def test_streaming_from_disk_matches_memory_and_trains(tmp_path, monkeypatch):
     r = fit(Architecture.create(depth=1, pool=2, filters=2), lazy, TrainConfig(epochs=1, batch_size=4))
     assert np.isfinite(r.history["val_hard_dice"]).all()
     assert lazy.summary()["streamed_from_disk"] is True
+
+
+def test_boundary_targets_come_from_instance_maps_or_mask_components(small_data, tmp_path):
+    """``targets="boundary"``: the masks stay binary (every score uses them), the training
+    arrays are the 3-class targets of the instance maps, in memory and streamed alike;
+    without instances/ the masks' components stand in; an image without its map is refused."""
+    import shutil
+
+    from temtool.image.labels import boundary_classes
+
+    plain = load_dataset(small_data)
+    ds = load_dataset(small_data, targets="boundary")
+    assert ds.instances_from == "instances/"
+    stem = ds.splits["train"][0]
+    inst = read_image(small_data / "instances" / f"{stem}.png").data.astype(int)
+    assert np.array_equal(ds.boundary[stem], boundary_classes(inst))
+    assert np.array_equal(ds.masks[stem], plain.masks[stem]) and set(np.unique(ds.masks[stem])) <= {0, 1}
+    x, y = ds.arrays("train")
+    assert y.max() == 2 and np.array_equal(y > 0, plain.arrays("train")[1] > 0)
+    streamed = load_dataset(small_data, targets="boundary", in_memory=False)
+    assert np.array_equal(np.asarray(streamed.arrays("train")[1][:]), y)
+    assert not np.array_equal(plain.arrays("train")[1], y)  # really other targets
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_data, copy)
+    shutil.rmtree(copy / "instances")
+    comps = load_dataset(copy, targets="boundary")
+    assert comps.instances_from == "mask components" and comps.boundary[stem].max() == 2
+    shutil.copytree(small_data / "instances", copy / "instances")
+    (copy / "instances" / f"{stem}.png").unlink()
+    with pytest.raises(TemtoolError, match=f"{stem}.*no instance map"):
+        load_dataset(copy, targets="boundary")

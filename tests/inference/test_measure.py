@@ -52,7 +52,8 @@ def test_fast_mask_helpers_equal_scikit_image():
     from skimage.morphology import remove_small_holes, remove_small_objects
     from skimage.segmentation import find_boundaries
 
-    from temtool.inference.measure import inner_boundaries, remove_small
+    from temtool.image.labels import inner_boundaries
+    from temtool.inference.measure import remove_small
 
     rng = np.random.default_rng(3)
     for _ in range(5):
@@ -197,3 +198,33 @@ def test_h_maxima_equals_scikit_image(monkeypatch):
     dist = ndi.distance_transform_edt(m)
     sets, n_sets = ndi.label((dist == ndi.maximum_filter(dist, size=3)) & m, structure=np.ones((3, 3), bool))
     assert np.array_equal(tm._h_maxima(dist, 1.0, sets, n_sets), h_maxima(dist, 1.0))
+
+
+def test_network_boundaries_part_touching_particles_the_distance_watershed_cannot():
+    """Two 20x30 particles side by side make one 20x60 rectangle: no neck, so the distance
+    watershed sees one particle; a boundary map with a line between them parts them at it.
+    A particle too small for an interior (all boundary) stays one particle."""
+    m = np.zeros((40, 90), bool)
+    m[10:30, 10:70] = True
+    m[10:13, 80:83] = True  # 9 px, no interior
+    _, rows = measure_particles(m, None, min_area_px=1, pinhole_px=0)
+    assert len(rows) == 2  # the rectangle whole, and the small one
+    boundary = np.zeros(m.shape, np.float32)
+    boundary[10:30, 39:41] = 0.9
+    boundary[10:13, 80:83] = 0.8
+    labels, rows = measure_particles(m, None, min_area_px=1, pinhole_px=0, boundary=boundary)
+    assert sorted(r["area_px2"] for r in rows) == [9.0, 600.0, 600.0]
+    assert labels[20, 20] != labels[20, 60] and labels[20, 39] == labels[20, 20]
+    assert np.array_equal(labels > 0, m)
+
+
+def test_boundary_noise_inside_a_particle_does_not_split_it():
+    """Specks of interior on a boundary (smaller than MIN_SEED_PX) are not seeds."""
+    yy, xx = np.mgrid[:60, :60]
+    m = (yy - 30) ** 2 + (xx - 30) ** 2 < 20**2
+    boundary = np.where(m, 0.0, 1.0).astype(np.float32)
+    ring = m & ((yy - 30) ** 2 + (xx - 30) ** 2 > 14**2)
+    boundary[ring] = 0.9
+    boundary[30, 47] = 0.1  # a one-pixel hole in the boundary ring
+    _, rows = measure_particles(m, None, min_area_px=1, pinhole_px=0, boundary=boundary)
+    assert len(rows) == 1

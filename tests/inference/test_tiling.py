@@ -160,3 +160,43 @@ def test_device_blending_equals_host_blending():
     on_host, _ = predict_tiled(seg.forward, img, seg.geometry, seg.batch_size)
     assert on_device.shape == on_host.shape == (2, 150, 170)
     assert np.abs(on_device - on_host).max() < 1e-5
+
+
+class _HostModel:
+    """A Keras model behind a bare ``predict_on_batch``: the segmenter's host path (as for ONNX
+    Runtime) instead of the compiled device stage."""
+
+    def __init__(self, model):
+        self.predict_on_batch = model.predict_on_batch
+
+
+@pytest.mark.jax
+def test_an_instance_aware_network_gives_particle_and_boundary_channels_on_both_paths():
+    """A 3-class network (background, interior, boundary): the particle probability is
+    1 - P(background) and the boundary channel P(boundary), on the device stage and on the
+    host alike, tiled as one whole-image pass, with TTA spread in between."""
+    arch, model = small_resunet("2,2", n_classes=3)
+    img = np.random.default_rng(4).standard_normal((150, 170)).astype(np.float32)
+    m = 16
+    padded = np.pad(img, ((m, m + 2), (m, m + 2)), mode="reflect")  # 184x204: multiples of 4
+    logits = np.asarray(model.predict_on_batch(padded[None, ..., None]), np.float32)[0]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    e /= e.sum(-1, keepdims=True)
+    direct = np.stack([1 - e[..., 0], e[..., 2]])[:, m : m + 150, m : m + 170]
+    for net in (model, _HostModel(model)):
+        seg = Segmenter(net, arch, exact_reach_px(arch), max_tile_px=96)
+        assert seg.channels == ("particle", "boundary")
+        tiled, tiling = seg.predict_tiled(img)
+        assert tiling["tiles"] > 4 and tiled.shape == (2, 150, 170)
+        assert np.abs(tiled - direct).max() < 1e-4
+        r = seg.probability(img, normalised=True)
+        assert np.array_equal(r.prob, tiled[0]) and np.array_equal(r.boundary, tiled[1])
+    with_tta = [
+        Segmenter(net, arch, exact_reach_px(arch), max_tile_px=96, tta=True)
+        for net in (model, _HostModel(model))
+    ]
+    assert with_tta[0].channels == ("particle", "spread", "boundary")
+    device, host = (s.predict_tiled(img)[0] for s in with_tta)
+    assert device.shape == host.shape == (3, 150, 170)
+    assert np.abs(device - host).max() < 1e-4
+    assert device[1].max() > 0  # the spread of an untrained network's members is not zero

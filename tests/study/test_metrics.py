@@ -49,3 +49,22 @@ def test_binary_scores():
     assert s["dice"] == pytest.approx(3 / 5)
     assert s["precision"] == pytest.approx(2 / 3)
     assert s["iou"] == pytest.approx(2 / 4)
+
+
+@pytest.mark.jax
+def test_dice_of_an_instance_aware_network_scores_both_particle_classes_together():
+    """Three classes (background, interior, boundary): Dice is that of the two-class network
+    whose particle logit gathers interior and boundary, against labels > 0."""
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    logits3 = rng.standard_normal((2, 16, 16, 3)).astype(np.float32)
+    labels3 = rng.integers(0, 3, (2, 16, 16)).astype(np.uint8)
+    logits2 = np.stack([logits3[..., 0], np.logaddexp(logits3[..., 1], logits3[..., 2])], -1)
+    for hard in (False, True):
+        d3 = ops.convert_to_numpy(dice_per_image(labels3, logits3, hard=hard))
+        d2 = ops.convert_to_numpy(dice_per_image((labels3 > 0).astype(np.uint8), logits2, hard=hard))
+        assert np.allclose(d3, d2, atol=1e-5)
+    assert not np.allclose(  # the boundary class counts as particle: scoring class 1 alone differs
+        ops.convert_to_numpy(dice_per_image((labels3 == 1).astype(np.uint8), logits2)), d2, atol=1e-3
+    )
