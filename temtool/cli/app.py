@@ -204,7 +204,13 @@ def rf(
 @app.command()
 def simulate(
     out_dir: Annotated[Path, A(help="Folder to write the dataset into.")],
-    regime: Annotated[str, O(help="standard (amplitude contrast) or hrtem (lattice fringes).")] = "hrtem",
+    regime: Annotated[
+        str,
+        O(
+            help="standard (amplitude contrast), hrtem (lattice fringes) or haadf "
+            "(Z-contrast STEM: bright particles)."
+        ),
+    ] = "hrtem",
     n: Annotated[int, O("--n", help="Number of micrographs.")] = 300,
     size: Annotated[int, O(help="Side length in px.")] = 512,
     pixel_size: PixelSize = None,
@@ -216,7 +222,7 @@ def simulate(
         O("--set", help="Override a simulation parameter: NAME=VALUE or NAME=LO,HI (repeatable)."),
     ] = None,
 ) -> None:
-    """Simulate TEM micrographs with exact masks (standard TEM or HRTEM)."""
+    """Simulate micrographs with exact masks (bright-field TEM, HRTEM or HAADF-STEM)."""
     from temtool.data.dataset import write_simulated_dataset
     from temtool.data.simulate import parse_overrides
 

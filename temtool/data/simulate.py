@@ -1,6 +1,6 @@
-"""Simulated TEM micrographs of Au nanoparticles on amorphous carbon, with exact masks.
+"""Simulated TEM and STEM micrographs of Au nanoparticles on amorphous carbon, with exact masks.
 
-Two regimes, after ``shared/docs/simulation.md``:
+Three regimes; the first two after ``shared/docs/simulation.md``:
 
 ``standard``
     Bright-field TEM at ~0.12 nm/px, ~20 nm Au: amplitude (absorption / diffraction) contrast
@@ -22,7 +22,12 @@ Two regimes, after ``shared/docs/simulation.md``:
     fringes), and a disordered surface shell (0.15-0.6 nm) without fringes means the lattice
     does not end at the mask edge.
 
-Image formation (both regimes): exit wave
+``haadf``
+    HAADF-STEM (Z-contrast, :class:`HAADFConfig`): bright particles on a dark support, the
+    signal rising with projected thickness and atomic number and saturating, probe blur,
+    counting noise, read noise, scan-line jitter and per-line gain. No wave optics.
+
+Image formation (``standard`` and ``hrtem``): exit wave
 ``psi = exp(-0.5 * a * sum(t / Lambda)) * exp(i * sigma * V * t + i * phi_carbon)``,
 image ``|IFFT(FFT(psi) * exp(-i chi) * E_t * E_s * A)|^2``, illumination non-uniformity,
 Poisson noise at the dose, then the detector blur (so the shot noise is correlated over
@@ -52,6 +57,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "StandardConfig",
     "HRTEMConfig",
+    "HAADFConfig",
     "SimulatedImage",
     "config_for",
     "parse_overrides",
@@ -167,6 +173,36 @@ class HRTEMConfig(_Common):
     mtf_sigma_px: Range = (0.4, 1.0)
 
 
+@dataclass(frozen=True)
+class HAADFConfig(_Common):
+    """HAADF-STEM (Z-contrast) of ~10 nm Au on amorphous carbon: bright particles on a dark
+    support. Each pixel's signal is the fraction of probe electrons scattered to the annular
+    detector, rising with projected thickness and atomic number (about Z^n per atom, n drawn
+    per image) and saturating for thick columns; the probe blurs it, the electrons are counted
+    (Poisson at the dose), the detector adds read noise, and the scan adds line jitter (each
+    row shifted sideways) and a per-row gain."""
+
+    regime: str = "haadf"
+    pixel_size_nm: float = 0.2
+    diameter_nm: float = 10.0
+    particles_per_256px2: Range = (2.0, 8.0)
+    z_exponent: Range = (1.6, 1.9)
+    # scattered fraction per nm of Au and of carbon (Au: 59 atoms/nm^3 of Z 79; amorphous
+    # carbon ~100 atoms/nm^3 of Z 6): the ratio of the two is (59 / 100) * (79 / 6)^n
+    au_scatter_per_nm: Range = (0.01, 0.04)
+    au_orientation_factor: Range = (0.7, 1.4)  # per particle: channelling on or off a zone axis
+    carbon_thickness_nm: Range = (3.0, 30.0)
+    carbon_thickness_variation: Range = (0.02, 0.3)
+    carbon_correlation_nm: Range = (2.0, 40.0)
+    probe_sigma_nm: Range = (0.05, 0.4)
+    dose_e_per_A2: Range = (5.0, 500.0)  # drawn log-uniform: probe electrons per pixel area
+    detector_efficiency: Range = (0.3, 1.0)
+    read_noise: Range = (0.0, 3.0)  # detected-electron units per pixel
+    line_jitter_px: Range = (0.0, 1.0)  # sd of each row's sideways shift
+    line_gain_sd: Range = (0.0, 0.05)  # sd of each row's relative gain
+    mtf_sigma_px: Range = (0.0, 0.0)  # the probe blurs instead (probe_sigma_nm)
+
+
 HRTEM_STATES = ("zone110", "zone100", "zone111", "fringes111", "fringes200", "off_zone")
 
 
@@ -192,6 +228,9 @@ _MAY_BE_ZERO = {
     "focal_spread_nm",
     "illumination_mrad",
     "carbon_thickness_nm",
+    "read_noise",
+    "line_jitter_px",
+    "line_gain_sd",
     "au_inner_potential_v",
     "carbon_inner_potential_v",
     "pad_px",
@@ -255,9 +294,9 @@ def config_for(regime: str, **overrides) -> StandardConfig | HRTEMConfig:
     A scalar given for a range field fixes it: ``config_for("hrtem", amplitude_scale=0.2)``.
     Values are checked (type, range order, sign); ``ValueError`` names the parameter.
     """
-    cls = {"standard": StandardConfig, "hrtem": HRTEMConfig}.get(regime)
+    cls = {"standard": StandardConfig, "hrtem": HRTEMConfig, "haadf": HAADFConfig}.get(regime)
     if cls is None:
-        raise ValueError(f"unknown regime {regime!r}: choose 'standard' or 'hrtem'")
+        raise ValueError(f"unknown regime {regime!r}: choose 'standard', 'hrtem' or 'haadf'")
     fields = {f.name for f in dataclasses.fields(cls)} - {"regime"}
     clean = {}
     for k, v in overrides.items():
@@ -716,9 +755,66 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
     return _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam)
 
 
+def _simulate_haadf(rng, cfg: HAADFConfig, size: int) -> SimulatedImage:
+    """HAADF-STEM: see :class:`HAADFConfig`."""
+    pad, m, px, _, _ = _geometry(cfg, size)
+    p = {
+        "z_exponent": _u(rng, cfg.z_exponent),
+        "au_scatter_per_nm": _logu(rng, cfg.au_scatter_per_nm),
+        "carbon_thickness_nm": _u(rng, cfg.carbon_thickness_nm),
+        "carbon_thickness_variation": _u(rng, cfg.carbon_thickness_variation),
+        "carbon_correlation_nm": _logu(rng, cfg.carbon_correlation_nm),
+        "probe_sigma_nm": _logu(rng, cfg.probe_sigma_nm),
+        "dose_e_per_A2": _logu(rng, cfg.dose_e_per_A2),
+        "detector_efficiency": _u(rng, cfg.detector_efficiency),
+        "read_noise": _u(rng, cfg.read_noise),
+        "line_jitter_px": _u(rng, cfg.line_jitter_px),
+        "line_gain_sd": _u(rng, cfg.line_gain_sd),
+    }
+    # scattering per nm of carbon relative to Au: atom density ratio times the Z^n ratio
+    carbon_per_nm = p["au_scatter_per_nm"] * (100 / 59) * (6 / 79) ** p["z_exponent"]
+    shape = (m, m)
+    t_c = p["carbon_thickness_nm"] * np.maximum(
+        1 + p["carbon_thickness_variation"] * _correlated_noise(rng, shape, p["carbon_correlation_nm"] / px),
+        0,
+    )
+    optical = (carbon_per_nm * t_c).astype(np.float32)  # -ln(unscattered fraction)
+    particles = _draw_particles(rng, cfg, size, pad)
+    mask, inst = np.zeros(shape, bool), np.zeros(shape, np.uint16)
+    for part in particles:
+        part["state"] = "z_contrast"
+        part["orientation_factor"] = _u(rng, cfg.au_orientation_factor)
+        geom = _thickness(part, shape, px)
+        if geom is None:
+            continue
+        box, _, _, t, inside, _ = geom
+        optical[box] += p["au_scatter_per_nm"] * part["orientation_factor"] * t
+        mask[box] |= inside
+        inst[box][inside & (inst[box] == 0)] = part["id"]
+    scattered = 1 - np.exp(-optical)  # saturates for thick columns
+    scattered = ndi.gaussian_filter(scattered, p["probe_sigma_nm"] / px, mode="reflect")
+    fs = (slice(pad, pad + size), slice(pad, pad + size))
+    signal = scattered[fs]
+    counts = p["dose_e_per_A2"] * (px * 10) ** 2 * p["detector_efficiency"]
+    img = rng.poisson(np.maximum(signal, 0) * counts).astype(np.float32)
+    img += np.float32(p["read_noise"]) * rng.standard_normal(img.shape).astype(np.float32)
+    img *= (1 + p["line_gain_sd"] * rng.standard_normal((size, 1))).astype(np.float32)
+    if p["line_jitter_px"] > 0:  # each scan line lands a little sideways (image only: masks are truth)
+        shifts = p["line_jitter_px"] * rng.standard_normal(size)
+        img = np.stack([ndi.shift(row, sh, order=1, mode="nearest") for row, sh in zip(img, shifts)])
+    img = (img / np.float32(counts)).astype(np.float32)  # scattered fraction of the probe
+    return _result(cfg, p, img, counts, mask, inst, particles, size, pad)
+
+
 def _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam) -> SimulatedImage:
     fs = (slice(pad, pad + size), slice(pad, pad + size))
     img, counts = _form_image(rng, psi, p, cfg.pixel_size_nm, lam, fs)
+    return _result(cfg, p, img, counts, mask, inst, particles, size, pad)
+
+
+def _result(cfg, p, img, counts, mask, inst, particles, size, pad) -> SimulatedImage:
+    """The field's image, mask, instances and particles (those present, in field coordinates)."""
+    fs = (slice(pad, pad + size), slice(pad, pad + size))
     mask_f = mask[fs].astype(np.uint8)
     inst_f = inst[fs]
     present = set(np.unique(inst_f).tolist()) - {0}
@@ -743,7 +839,7 @@ def _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam) -> Simulate
 
 
 def simulate_image(
-    cfg: StandardConfig | HRTEMConfig, size: int = 512, seed: int | np.random.SeedSequence = 0
+    cfg: StandardConfig | HRTEMConfig | HAADFConfig, size: int = 512, seed: int | np.random.SeedSequence = 0
 ) -> SimulatedImage:
     """Simulate one ``size x size`` micrograph with its exact mask (see module docstring)."""
     if size < 8:
@@ -751,6 +847,8 @@ def simulate_image(
     rng = np.random.default_rng(seed)
     if cfg.regime == "standard":
         return _simulate_standard(rng, cfg, size)
+    if cfg.regime == "haadf":
+        return _simulate_haadf(rng, cfg, size)
     return _simulate_hrtem(rng, cfg, size)
 
 

@@ -354,7 +354,7 @@ def test_an_instance_aware_network_trains_and_segment_parts_particles_at_its_bou
     # or misread channel gives the particle probability, higher inside than on the outline)
     assert np.mean(on_boundary) > max(1e-3, 5 * np.mean(inside))
 
-    image = ds.path / "images" / f"{ds.splits['test'][0]}.png"
+    image = next((ds.path / "images").glob(f"{ds.splits['test'][0]}.*"))
     code, stdout, err = run_cli("segment", image, "--model", out, "--out", tmp_path / "seg", "--json")
     assert code == 0, err
     assert json.loads(stdout)["results"][0]["postprocessing"]["instances"] == "network boundaries"
