@@ -203,8 +203,8 @@ def write_simulated_dataset(
     if size < 16:
         raise ParameterError("size", f"must be >= 16 px, got {size}")
     check_split(split)
-    if regime not in ("standard", "hrtem"):
-        raise ParameterError("regime", f"must be 'standard' or 'hrtem', got {regime!r}")
+    if regime not in ("standard", "hrtem", "haadf"):
+        raise ParameterError("regime", f"must be 'standard', 'hrtem' or 'haadf', got {regime!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ParameterError("workers", f"must be >= 1, got {workers}")
     try:

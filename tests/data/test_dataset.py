@@ -43,6 +43,21 @@ def test_cli_simulate_writes_layout(run_cli, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary folders left
 
 
+def test_cli_simulates_haadf_stem_with_bright_particles(run_cli, tmp_path):
+    out = tmp_path / "stem"
+    code, _, err = run_cli("simulate", out, "--regime", "haadf", "--n", 3, "--size", 64, "--workers", 1)
+    assert code == 0, err
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["regime"] == "haadf" and "line_jitter_px" in meta["images"][0]["params"]
+    for i in range(3):
+        img = read_image(out / "images" / f"sim_{i:05d}.tif").data
+        m = read_mask(out / "masks" / f"sim_{i:05d}.png").astype(bool)
+        if m.any():
+            assert np.median(img[m]) > np.median(img[~m])
+    code, _, err = run_cli("simulate", tmp_path / "x", "--regime", "sem", "--n", 1, "--size", 64)
+    assert code == 2 and "haadf" in err
+
+
 def test_interrupted_write_leaves_nothing(tmp_path):
     calls = []
 
