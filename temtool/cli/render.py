@@ -62,14 +62,18 @@ def test_table(title: str, network: dict, baselines: dict) -> Table:
     classes = sorted(
         set(network.get("by_class", {})) | {c for b in baselines.values() for c in b.get("dice_by_class", {})}
     )
+    objects = network.get("object_f1") is not None  # instance truth: object F1, same post-processing
     t = Table(title=title)
     t.add_column("method", overflow="fold")
     t.add_column("test hard Dice", justify="right")
+    if objects:
+        t.add_column("object F1", justify="right")
     for c in classes:
         t.add_column(c.replace("_", " "), justify="right")
     t.add_row(
         network["label"],
         fmt_seeds(network["dice"]),
+        *([fmt_seeds(network["object_f1"])] if objects else []),
         *(
             f"{network['by_class'][c]['mean']:.3f}" if c in network.get("by_class", {}) else "-"
             for c in classes
@@ -77,11 +81,15 @@ def test_table(title: str, network: dict, baselines: dict) -> Table:
     )
     for name, b in baselines.items():
         by = b.get("dice_by_class", {})
+        f1 = b.get("objects", {}).get("f1")
         t.add_row(
             baseline_label(name, b),
             f"{b['dice']:.3f}",
+            *([_fmt(f1) or "-"] if objects else []),
             *(f"{by[c]:.3f}" if c in by else "-" for c in classes),
         )
+    if objects:
+        t.caption = "object F1: particles matched at IoU 0.5 after segment's post-processing and splitting"
     return t
 
 
@@ -327,6 +335,7 @@ def training_summary(meta: dict) -> list[Table]:
             "label": f"network ({Architecture.from_dict(meta['architecture']).label()})",
             "dice": m["test_hard_dice"],
             "by_class": m.get("test_dice_by_class", {}),
+            "object_f1": m.get("test_object_f1"),
         }
         out.append(test_table("Test split, beside the tuned baselines", network, m.get("baselines", {})))
     if meta.get("finetune"):

@@ -17,7 +17,6 @@ from temtool.study import protocol
 from temtool.study.metrics import binary_scores_np, dice_np
 
 METRICS = ("soft_dice", "dice", "iou", "precision", "recall")
-OBJECT_METRICS = ("precision", "recall", "f1", "ap", "size_distance")
 
 
 def evaluate(model_path, data: str, split: str = "test", pixel_size_nm: float | None = None) -> dict:
@@ -74,7 +73,7 @@ def evaluate_segmenter(
     }
     for who in ("model", "otsu"):
         summary[who]["dice_std"] = float(np.std([r[who]["dice"] for r in rows]))
-    object_means = {who: _object_mean(v) for who, v in objects.items()} if objects["model"] else None
+    object_means = {who: protocol.object_means(v) for who, v in objects.items()} if objects["model"] else None
     # the network against the threshold, image by image: a paired bootstrap interval
     paired = {
         "dice": protocol.paired_difference(
@@ -119,16 +118,3 @@ def evaluate_segmenter(
         "model_minus_otsu": paired,
         "per_image": rows,
     }
-
-
-def _object_mean(scores: list[dict]) -> dict:
-    """Means of the object scores over images; the count error as the median of its magnitude."""
-    out = {
-        m: float(np.mean([s[m] for s in scores if s[m] is not None]))
-        if any(s[m] is not None for s in scores)
-        else None
-        for m in OBJECT_METRICS
-    }
-    errors = [abs(s["count_error"]) for s in scores if s["count_error"] is not None]
-    out["median_abs_count_error"] = float(np.median(errors)) if errors else None
-    return out

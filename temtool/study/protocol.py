@@ -45,6 +45,8 @@ __all__ = [
     "baselines",
     "instance_truth",
     "object_scores",
+    "object_means",
+    "OBJECT_METRICS",
     "FOURIER_SMOOTH_NM",
 ]
 
@@ -206,6 +208,45 @@ def object_scores(
     return instance_scores(truth, labels)
 
 
+OBJECT_METRICS = ("precision", "recall", "f1", "ap", "size_distance")
+
+
+def object_means(scores: list[dict]) -> dict:
+    """Means of the object scores over images; the count error as the median of its magnitude."""
+    out = {
+        m: float(np.mean([s[m] for s in scores if s[m] is not None]))
+        if any(s[m] is not None for s in scores)
+        else None
+        for m in OBJECT_METRICS
+    }
+    errors = [abs(s["count_error"]) for s in scores if s["count_error"] is not None]
+    out["median_abs_count_error"] = float(np.median(errors)) if errors else None
+    return out
+
+
+class _ObjectScores:
+    """Object scores of a split's images that have instance truth (``instances/``), collected
+    as a method's maps are made (so no map is kept): ``add`` each, then ``summary``."""
+
+    def __init__(self, ds):
+        self.ds, self.per_image = ds, {}
+
+    def add(self, stem: str, prob: np.ndarray, boundary: np.ndarray | None = None) -> None:
+        truth = instance_truth(self.ds, stem)
+        if truth is not None:
+            self.per_image[stem] = object_scores(truth, prob, self.ds.pixel_size_nm, boundary)
+
+    def summary(self) -> dict:
+        """``objects`` (:func:`object_means`) and ``objects_f1_per_image``, or nothing when no
+        image had instance truth."""
+        if not self.per_image:
+            return {}
+        return {
+            "objects": object_means(list(self.per_image.values())),
+            "objects_f1_per_image": {s: v["f1"] for s, v in self.per_image.items()},
+        }
+
+
 def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_images: int = 64) -> dict:
     """The classical baselines on ``split``, their settings chosen on the validation split
     (training split if there is none): Gaussian + Otsu (smoothing in px and nm), and the
@@ -217,8 +258,16 @@ def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_i
     px = ds.pixel_size_nm
     stems = ds.splits.get(split) or []
     classes = (particle_classes(ds, stems) if stems else None) or {}  # read once for both baselines
-    otsu = score_split(ds, split, lambda stems: [otsu_segment(ds.images[s], sigma) for s in stems], classes)
-    otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on)
+    objects = _ObjectScores(ds)  # the same post-processing and splitting as a network's
+
+    def otsu_masks(stems):
+        masks = [otsu_segment(ds.images[s], sigma) for s in stems]
+        for s, m in zip(stems, masks):
+            objects.add(s, m.astype(np.float32))
+        return masks
+
+    otsu = score_split(ds, split, otsu_masks, classes)
+    otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on, **objects.summary())
     out = {"otsu": otsu}
     if fourier is None:
         fourier = ds.regime == "hrtem" and bool(px)
@@ -238,11 +287,20 @@ def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_i
 def model_scores(segmenter: Segmenter, ds, split: str = "test") -> dict:
     """:func:`score_split` of a segmenter (probability > 0.5) on a dataset's images as the
     dataset normalised them, through the same tiling, padding and resampling as ``segment``
-    and ``evaluate``: the scores bundles record are what those commands would measure."""
+    and ``evaluate``: the scores bundles record are what those commands would measure; and
+    where the images have instance maps, object scores after ``segment``'s post-processing
+    and splitting (``objects``, as :func:`baselines` gives Otsu's)."""
+
+    objects = _ObjectScores(ds)
 
     def predict(stems):
-        return [
-            segmenter.probability(ds.images[s], ds.pixel_size_nm, normalised=True).prob > 0.5 for s in stems
-        ]
+        masks = []
+        for s in stems:
+            r = segmenter.probability(ds.images[s], ds.pixel_size_nm, normalised=True)
+            objects.add(s, r.prob, r.boundary)
+            masks.append(r.prob > 0.5)
+        return masks
 
-    return score_split(ds, split, predict)
+    out = score_split(ds, split, predict)
+    out.update(objects.summary())
+    return out

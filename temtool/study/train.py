@@ -495,6 +495,9 @@ def _test_metrics(best: TrainResult, runs: list[TrainResult]) -> dict:
         # each test image's Dice, the mean over seeds: what the paired intervals compare
         "test_dice_per_image": {s: float(np.mean([r.test["per_image"][s] for r in runs])) for s in stems},
     }
+    if all("objects" in r.test for r in runs):  # instance truth: object F1 over seeds, and the kept seed's
+        out["test_object_f1"] = protocol.seed_summary([r.test["objects"]["f1"] for r in runs])
+        out["test_objects_kept"] = best.test["objects"]
     classes = sorted({c for r in runs for c in r.test.get("dice_by_class", {})})
     if classes:
         out["test_dice_by_class"] = {
@@ -564,7 +567,8 @@ def save_training(
 def baseline_summary(baselines: dict) -> dict:
     """:func:`temtool.study.protocol.baselines` with each image's Dice (for the paired
     intervals) but without the other per-image scores (for bundles, tables)."""
-    return {name: {k: v for k, v in b.items() if k != "per_image_scores"} for name, b in baselines.items()}
+    drop = {"per_image_scores", "objects_f1_per_image"}
+    return {name: {k: v for k, v in b.items() if k not in drop} for name, b in baselines.items()}
 
 
 def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:

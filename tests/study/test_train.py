@@ -343,6 +343,11 @@ def test_an_instance_aware_network_trains_and_segment_parts_particles_at_its_bou
     assert code == 0, err
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["architecture"]["n_classes"] == 3
+    # object scores in the bundle, for the network and for Otsu with the same post-processing
+    metrics = meta["metrics"]
+    assert metrics["test_object_f1"]["n"] == 1
+    assert metrics["test_object_f1"]["mean"] == metrics["test_objects_kept"]["f1"]
+    assert 0.3 < metrics["baselines"]["otsu"]["objects"]["f1"] <= 1
     ds = load_dataset(tiny_data, targets="boundary")
     seg = Segmenter.from_bundle(out)
     on_boundary, inside = [], []
