@@ -289,6 +289,8 @@ def _test_columns(metrics: dict) -> dict:
     }
     for c, v in metrics.get("test_dice_by_class", {}).items():
         out[f"test_dice_{c}"] = v["mean"]
+    if metrics.get("test_object_f1"):  # the data have instance maps
+        out["test_object_f1_mean"] = metrics["test_object_f1"]["mean"]
     return out
 
 
