@@ -337,10 +337,11 @@ def test_an_instance_aware_network_trains_and_segment_parts_particles_at_its_bou
     from temtool.study.train import TrainConfig, fit
 
     out = tmp_path / "m3"
-    code, _, err = run_cli(
+    code, stdout, err = run_cli(
         "train", "--data", tiny_data, "--boundary", "--epochs", 12, "--batch", 4, "--lr", 3e-3, "--out", out
     )
     assert code == 0, err
+    assert "object F1 (IoU 0.5" in stdout and "otsu: " in stdout  # the table's caption
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["architecture"]["n_classes"] == 3
     # object scores in the bundle, for the network and for Otsu with the same post-processing
