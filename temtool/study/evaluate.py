@@ -45,7 +45,7 @@ def evaluate_segmenter(
             f"{split!r} is empty or missing in {ds.path}; splits here: "
             + ", ".join(f"{k} ({len(v)})" for k, v in ds.splits.items()),
         )
-    tuned = protocol.baselines(ds, split)
+    tuned = protocol.baselines(ds, split, objects=False)  # Otsu's objects are scored below, per image
     sigma, tune_split = tuned["otsu"]["sigma_px"], tuned["otsu"]["chosen_on"]
     rows, notes, preds = [], set(), []
     objects = {"model": [], "otsu": []}

@@ -237,20 +237,17 @@ class _ObjectScores:
             self.per_image[stem] = object_scores(truth, prob, self.ds.pixel_size_nm, boundary)
 
     def summary(self) -> dict:
-        """``objects`` (:func:`object_means`) and ``objects_f1_per_image``, or nothing when no
-        image had instance truth."""
-        if not self.per_image:
-            return {}
-        return {
-            "objects": object_means(list(self.per_image.values())),
-            "objects_f1_per_image": {s: v["f1"] for s, v in self.per_image.items()},
-        }
+        """``objects`` (:func:`object_means`), or nothing when no image had instance truth."""
+        return {"objects": object_means(list(self.per_image.values()))} if self.per_image else {}
 
 
-def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_images: int = 64) -> dict:
+def baselines(
+    ds, split: str = "test", fourier: bool | None = None, max_tuning_images: int = 64, objects: bool = True
+) -> dict:
     """The classical baselines on ``split``, their settings chosen on the validation split
     (training split if there is none): Gaussian + Otsu (smoothing in px and nm), and the
-    Fourier filter (default: for HRTEM with a known pixel size)."""
+    Fourier filter (default: for HRTEM with a known pixel size). ``objects``: Otsu's object
+    scores where the images have instance maps (False: a caller that scores objects itself)."""
     tune_on = _tuning_split(ds)
     tune_stems = (ds.splits.get(tune_on) or [])[:max_tuning_images]
     images, masks = [ds.images[s] for s in tune_stems], [ds.masks[s] for s in tune_stems]
@@ -258,16 +255,17 @@ def baselines(ds, split: str = "test", fourier: bool | None = None, max_tuning_i
     px = ds.pixel_size_nm
     stems = ds.splits.get(split) or []
     classes = (particle_classes(ds, stems) if stems else None) or {}  # read once for both baselines
-    objects = _ObjectScores(ds)  # the same post-processing and splitting as a network's
+    scored = _ObjectScores(ds)  # the same post-processing and splitting as a network's
 
     def otsu_masks(stems):
         masks = [otsu_segment(ds.images[s], sigma) for s in stems]
-        for s, m in zip(stems, masks):
-            objects.add(s, m.astype(np.float32))
+        if objects:
+            for s, m in zip(stems, masks):
+                scored.add(s, m.astype(np.float32))
         return masks
 
     otsu = score_split(ds, split, otsu_masks, classes)
-    otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on, **objects.summary())
+    otsu.update(sigma_px=sigma, sigma_nm=sigma * px if px else None, chosen_on=tune_on, **scored.summary())
     out = {"otsu": otsu}
     if fourier is None:
         fourier = ds.regime == "hrtem" and bool(px)

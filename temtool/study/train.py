@@ -567,8 +567,7 @@ def save_training(
 def baseline_summary(baselines: dict) -> dict:
     """:func:`temtool.study.protocol.baselines` with each image's Dice (for the paired
     intervals) but without the other per-image scores (for bundles, tables)."""
-    drop = {"per_image_scores", "objects_f1_per_image"}
-    return {name: {k: v for k, v in b.items() if k not in drop} for name, b in baselines.items()}
+    return {name: {k: v for k, v in b.items() if k != "per_image_scores"} for name, b in baselines.items()}
 
 
 def default_bundle_path(data: str | os.PathLike, arch: Architecture) -> Path:
