@@ -493,29 +493,23 @@ TARGETS = ("mask", "boundary")
 
 
 def _boundary_reader(path: Path, imgs: dict[str, Path], masks: dict[str, Path]):
-    """How ``load_dataset(targets="boundary")`` reads a stem's target (called with its mask
-    file), and where the instances come from."""
+    """Where ``load_dataset(targets="boundary")`` reads each stem's target (its instance map,
+    else its mask), how it reads one, and what it says the instances came from."""
     folder = path / "instances"
     if not folder.is_dir():
-
-        def from_components(mask_file: Path) -> np.ndarray:
-            return boundary_classes(ndi.label(read_mask(mask_file))[0])
-
-        return from_components, "mask components"
+        return masks, lambda f: boundary_classes(ndi.label(read_mask(f))[0]), "mask components"
     inst = _by_stem(folder)
     missing = sorted(set(imgs) - set(inst))
     if missing:
         raise TemtoolError(f"{imgs[missing[0]]}: no instance map with the same stem in {folder}")
-    by_mask = {masks[s]: inst[s] for s in imgs}
 
-    def from_instances(mask_file: Path) -> np.ndarray:
-        f = by_mask[mask_file]
+    def from_instances(f: Path) -> np.ndarray:
         lab = read_image(f).data
         if lab.ndim != 2 or lab.min() < 0 or not np.all(lab == np.round(lab)):
             raise TemtoolError(f"{f}: an instance map holds integer ids on a 0 background")
         return boundary_classes(lab.astype(np.int64))
 
-    return from_instances, "instances/"
+    return {s: inst[s] for s in imgs}, from_instances, "instances/"
 
 
 def read_dataset_json(where: Path) -> dict:
@@ -582,9 +576,9 @@ def load_dataset(
         splits={},
         targets=targets,
     )
-    read_target = None
+    target_files, read_target = {}, None
     if targets == "boundary":
-        read_target, ds.instances_from = _boundary_reader(path, imgs, masks)
+        target_files, read_target, ds.instances_from = _boundary_reader(path, imgs, masks)
     per_micrograph = meta.get("standardized") == "per_micrograph"
 
     def read_x(p: Path) -> np.ndarray:
@@ -599,9 +593,11 @@ def load_dataset(
                 f"{masks[stem]}: mask is {m.shape[0]}x{m.shape[1]} but its image is "
                 f"{mg.data.shape[0]}x{mg.data.shape[1]}"
             )
-        t = read_target(masks[stem]) if read_target else None
+        t = read_target(target_files[stem]) if read_target else None
         if t is not None and t.shape != m.shape:
-            raise TemtoolError(f"{masks[stem]}: its instance map differs in size ({t.shape} vs {m.shape})")
+            raise TemtoolError(
+                f"{target_files[stem]}: {t.shape[0]}x{t.shape[1]} but its mask is {m.shape[0]}x{m.shape[1]}"
+            )
         return mg, m, t
 
     if in_memory is None:
@@ -619,7 +615,7 @@ def load_dataset(
         ds.images = _LazyImages(imgs, read_x)
         ds.masks = _LazyImages(masks, read_mask)
         if read_target:
-            ds.boundary = _LazyImages(masks, read_target)
+            ds.boundary = _LazyImages(target_files, read_target)
     ds.splits = _splits_of(meta, path, imgs, split, seed)
     return ds
 
