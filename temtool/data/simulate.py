@@ -609,7 +609,7 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
     phase += p["carbon_phase_rad"] * _correlated_noise(rng, shape, p["carbon_phase_correlation_nm"] / px)
     absorb = t_c / p["carbon_absorption_nm"]
     particles = _draw_particles(rng, cfg, size, pad)
-    mask, inst = np.zeros(shape, bool), np.zeros(shape, np.uint16)
+    inst = np.zeros(shape, np.uint16)  # particle ids; the mask is where they are
     for part in particles:
         part["state"] = "amplitude"
         part["absorption_factor"] = _u(rng, cfg.au_absorption_factor)
@@ -619,10 +619,9 @@ def _simulate_standard(rng, cfg: StandardConfig, size: int) -> SimulatedImage:
         box, _, _, t, inside, _ = geom
         phase[box] += sigma * p["au_inner_potential_v"] * t
         absorb[box] += t / (p["au_absorption_nm"] * part["absorption_factor"])
-        mask[box] |= inside
         inst[box][inside & (inst[box] == 0)] = part["id"]
     psi = _exit_wave(absorb, phase)
-    return _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam)
+    return _finish(rng, cfg, p, psi, inst, particles, size, pad, lam)
 
 
 def _hrtem_optics(rng, cfg: HRTEMConfig, lam: float) -> dict:
@@ -722,7 +721,7 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
     particles = _draw_particles(rng, cfg, size, pad)
     weights = np.asarray(cfg.state_weights, float)
     weights /= weights.sum()
-    mask, inst = np.zeros(shape, bool), np.zeros(shape, np.uint16)
+    inst = np.zeros(shape, np.uint16)  # particle ids; the mask is where they are
     for part in particles:
         state = HRTEM_STATES[int(rng.choice(len(HRTEM_STATES), p=weights))]
         part["state"] = state
@@ -749,10 +748,9 @@ def _simulate_hrtem(rng, cfg: HRTEMConfig, size: int) -> SimulatedImage:
         pot = p["au_inner_potential_v"] + _lattice_potential(rng, cfg, part, yy, xx, rho)
         phase[box] += sigma * pot * t
         absorb[box] += p["amplitude_scale"] * t / part["absorption_nm"]
-        mask[box] |= inside
         inst[box][inside & (inst[box] == 0)] = part["id"]
     psi = _exit_wave(absorb, phase)
-    return _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam)
+    return _finish(rng, cfg, p, psi, inst, particles, size, pad, lam)
 
 
 def _simulate_haadf(rng, cfg: HAADFConfig, size: int) -> SimulatedImage:
@@ -780,7 +778,7 @@ def _simulate_haadf(rng, cfg: HAADFConfig, size: int) -> SimulatedImage:
     )
     optical = (carbon_per_nm * t_c).astype(np.float32)  # -ln(unscattered fraction)
     particles = _draw_particles(rng, cfg, size, pad)
-    mask, inst = np.zeros(shape, bool), np.zeros(shape, np.uint16)
+    inst = np.zeros(shape, np.uint16)  # particle ids; the mask is where they are
     for part in particles:
         part["state"] = "z_contrast"
         part["orientation_factor"] = _u(rng, cfg.au_orientation_factor)
@@ -789,7 +787,6 @@ def _simulate_haadf(rng, cfg: HAADFConfig, size: int) -> SimulatedImage:
             continue
         box, _, _, t, inside, _ = geom
         optical[box] += p["au_scatter_per_nm"] * part["orientation_factor"] * t
-        mask[box] |= inside
         inst[box][inside & (inst[box] == 0)] = part["id"]
     scattered = 1 - np.exp(-optical)  # saturates for thick columns
     scattered = ndi.gaussian_filter(scattered, p["probe_sigma_nm"] / px, mode="reflect")
@@ -803,20 +800,20 @@ def _simulate_haadf(rng, cfg: HAADFConfig, size: int) -> SimulatedImage:
         shifts = p["line_jitter_px"] * rng.standard_normal(size)
         img = np.stack([ndi.shift(row, sh, order=1, mode="nearest") for row, sh in zip(img, shifts)])
     img = (img / np.float32(counts)).astype(np.float32)  # scattered fraction of the probe
-    return _result(cfg, p, img, counts, mask, inst, particles, size, pad)
+    return _result(cfg, p, img, counts, inst, particles, size, pad)
 
 
-def _finish(rng, cfg, p, psi, mask, inst, particles, size, pad, lam) -> SimulatedImage:
+def _finish(rng, cfg, p, psi, inst, particles, size, pad, lam) -> SimulatedImage:
     fs = (slice(pad, pad + size), slice(pad, pad + size))
     img, counts = _form_image(rng, psi, p, cfg.pixel_size_nm, lam, fs)
-    return _result(cfg, p, img, counts, mask, inst, particles, size, pad)
+    return _result(cfg, p, img, counts, inst, particles, size, pad)
 
 
-def _result(cfg, p, img, counts, mask, inst, particles, size, pad) -> SimulatedImage:
+def _result(cfg, p, img, counts, inst, particles, size, pad) -> SimulatedImage:
     """The field's image, mask, instances and particles (those present, in field coordinates)."""
     fs = (slice(pad, pad + size), slice(pad, pad + size))
-    mask_f = mask[fs].astype(np.uint8)
     inst_f = inst[fs]
+    mask_f = (inst_f > 0).astype(np.uint8)  # every pixel inside an outline holds an id
     present = set(np.unique(inst_f).tolist()) - {0}
     out = []
     for part in particles:
