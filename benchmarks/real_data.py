@@ -256,7 +256,9 @@ def _emps_summary(sel: list[dict]) -> dict:
     return out
 
 
-def emps(model: str | None, json_path: str | None, limit: int | None = None) -> None:
+def emps(
+    model: str | None, json_path: str | None, limit: int | None = None, by_figure: str | None = None
+) -> None:
     """Published figures (../shared/data/emps-train, 366 crops from many labs, instance maps):
     `segment` with no options (polarity decided, annotations ignored, post-processing and
     particle splitting), beside Gaussian + Otsu given the same polarity decision, the same
@@ -264,7 +266,11 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
     article). The polarity of each figure is the decision of rules fitted without its fold
     (benchmarks/results/polarity.json, out_of_fold), so no score rests on a rule fitted on the
     figure itself. Dice, object precision / recall / F1 at IoU 0.5, AP 0.5:0.95, median
-    |count error| and size-distribution distance; by the true polarity of the figures."""
+    |count error| and size-distribution distance; by the true polarity of the figures.
+
+    ``by_figure``: a JSON file mapping each figure to the bundle that segments it (written by
+    examples/train_emps.py: the model fine-tuned without the figure's article); only the
+    figures it names are scored."""
     import csv
     import json as js
     import subprocess
@@ -286,7 +292,8 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
     from fit_polarity import folds_by_group
 
     doi = {r["filename"]: r["doi"] for r in csv.DictReader(open(emps_dir / "sources.csv"))}
-    names = sorted(oof)[:limit]
+    bundle_of = js.loads(Path(by_figure).read_text()) if by_figure else {}
+    names = sorted(n for n in oof if not by_figure or n in bundle_of)[:limit]
     folds = folds_by_group([doi[n] for n in names])
     truths = {n: read_image(emps_dir / "instances" / n).data.astype(np.int64) for n in names}
     images = {n: read_image(emps_dir / "images" / n).data for n in names}
@@ -309,7 +316,8 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
         best = OTSU_SIGMAS_PX[int(np.argmax(np.mean([table[n] for n in others], axis=0)))]
         sigma.update({n: best for n, k in zip(names, folds) if k == f})
 
-    chooser, post = ModelChooser(model), PostProcessing()
+    post = PostProcessing()
+    choosers = {b: ModelChooser(b) for b in sorted(set(bundle_of.values()))} or {model: ModelChooser(model)}
 
     def objects(prob, drawn):
         mask, _ = post.apply(np.asarray(prob, np.float32))
@@ -323,9 +331,8 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
     for n in names:
         decided = oof[n]["decided"]
         f = emps_dir / "images" / n
-        r = infer(
-            f, read_image(f), chooser, SegmentOptions(polarity=decided)
-        )  # as `segment` reads and infers
+        chooser = choosers[bundle_of.get(n, model)]
+        r = infer(f, read_image(f), chooser, SegmentOptions(polarity=decided))  # as `segment` does
         net_mask, net_labels = objects(r.prob, None)
         x, drawn = oriented(n, decided)
         otsu_mask, otsu_labels = objects(
@@ -358,9 +365,13 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
         Path(json_path).write_text(
             js.dumps(
                 {
-                    "command": "python benchmarks/real_data.py --only emps --json " + json_path,
+                    "command": "python benchmarks/real_data.py " + " ".join(sys.argv[1:]),
                     "commit": commit,
-                    "data": {"emps-train": len(rows), "polarity_fit": fit["commit"]},
+                    "data": {
+                        "emps-train": len(rows),
+                        "polarity_fit": fit["commit"],
+                        **({"models_by_figure": _fine_tuned(bundle_of)} if by_figure else {}),
+                    },
                     "summary": result,
                     "models_chosen": chosen,
                     "per_figure": rows,
@@ -369,6 +380,13 @@ def emps(model: str | None, json_path: str | None, limit: int | None = None) -> 
                 indent=1,
             )
         )
+
+
+def _fine_tuned(bundle_of: dict[str, str]) -> dict:
+    """What each bundle of a figure -> bundle map was trained on (its emps_finetune record)."""
+    from temtool.model.bundle import load_bundle
+
+    return {b: load_bundle(b).metadata.get("emps_finetune") for b in sorted(set(bundle_of.values()))}
 
 
 def main() -> None:
@@ -380,10 +398,14 @@ def main() -> None:
     ap.add_argument("--only", choices=("emps",), help="run one section only")
     ap.add_argument("--emps-limit", type=int, default=None, help="the first N published figures only")
     ap.add_argument("--json", help="write the published-figures section's results here")
+    ap.add_argument(
+        "--models-by-figure",
+        help="JSON: figure -> bundle (examples/train_emps.py's folds.json); scores those figures only",
+    )
     args = ap.parse_args()
     os.environ.setdefault("TEMTOOL_CACHE", tempfile.mkdtemp())  # ignore the user's last model
     if (ROOT.parent / "shared" / "data" / "emps-train").is_dir():
-        emps(args.model, args.json, args.emps_limit)
+        emps(args.model, args.json, args.emps_limit, args.models_by_figure)
     if args.only == "emps":
         print()
         print(machine())

@@ -21,9 +21,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["find_annotations", "mask_annotations", "RECTANGULARITY"]
+from temtool.inference.measure import typical_diameter_px
+
+__all__ = ["find_annotations", "mask_annotations", "text_or_drawing", "RECTANGULARITY"]
 
 RECTANGULARITY = 0.9  # filled area / bounding-box area of a drawn box or bar
+
+# a page of text or a line drawing (see :func:`text_or_drawing`)
+FLAT_SHARE = 0.5  # at least this share of the image is one grey value (the paper)
+STROKE_PX = 12.0  # what is drawn on it is at most this wide (typical width, px)
+GLYPH_EXTENT = 0.75  # and its pieces fill less of their bounding boxes than solid particles do
 
 
 def find_annotations(image: np.ndarray, min_area_px: int = 64, max_values: int = 4) -> np.ndarray:
@@ -72,3 +79,41 @@ def mask_annotations(image: np.ndarray, min_area_px: int = 64) -> tuple[np.ndarr
     x = np.array(image, copy=True)
     x[found] = np.median(x[~found])
     return x, found
+
+
+def text_or_drawing(image: np.ndarray) -> str | None:
+    """Why ``image`` looks like a page of text, a plot or a line drawing rather than a
+    micrograph, or None. Three cues, all needed: at least :data:`FLAT_SHARE` of the image is
+    one exact grey value (the paper; a recorded micrograph has noise); what differs from it is
+    drawn in strokes at most :data:`STROKE_PX` wide (particles on a flat, processed background
+    are wider); and its pieces fill, on average by area, less than :data:`GLYPH_EXTENT` of
+    their bounding boxes (letters ~0.6, the curves and axes of a plot far less, solid dots
+    ~0.85), so a field of small atoms or clusters on flat vacuum is not taken for text."""
+    x = np.asarray(image)
+    if x.ndim != 2 or x.size == 0:
+        return None
+    step = max(1, int(np.sqrt(x.size / 2**18)))
+    values, counts = np.unique(x[::step, ::step], return_counts=True)
+    paper = values[np.argmax(counts)]
+    if counts.max() / counts.sum() < FLAT_SHARE:  # the cheap test every micrograph fails
+        return None
+    ink = x != paper
+    share = 1 - ink.mean()
+    if share < FLAT_SHARE or not ink.any():
+        return None
+    width = typical_diameter_px(ink)
+    if width is None or width > STROKE_PX:
+        return None
+    lab, _ = ndi.label(ink)
+    areas = np.bincount(lab.ravel())[1:]
+    boxes = np.array([[sl[0].stop - sl[0].start, sl[1].stop - sl[1].start] for sl in ndi.find_objects(lab)])
+    pieces = areas >= 5  # specks of a pixel or two say nothing
+    if not pieces.any():
+        return None
+    extent = areas[pieces] / boxes[pieces].prod(axis=1)
+    if np.average(extent, weights=areas[pieces]) >= GLYPH_EXTENT:
+        return None
+    return (
+        f"{share:.0%} of it is one flat grey and the rest is drawn in strokes ~{width:.0f} px wide "
+        f"({pieces.sum()} pieces)"
+    )

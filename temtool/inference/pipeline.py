@@ -33,7 +33,7 @@ from temtool.data.io import (
 )
 from temtool.errors import ParameterError, TemtoolError
 from temtool.image.filters import gaussian_filter
-from temtool.inference.annotations import mask_annotations
+from temtool.inference.annotations import mask_annotations, text_or_drawing
 from temtool.inference.batch import pooled_paths, write_batch_outputs
 from temtool.inference.classical import fourier_segment
 from temtool.inference.lattice import d_spacings_nm, lattice_scale
@@ -220,7 +220,8 @@ def read_micrograph(path: Path, options: SegmentOptions) -> Micrograph:
 def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inferred:
     """The model stage: the probability map of a read micrograph. Burned-in annotations
     (:mod:`temtool.inference.annotations`) are filled before and set to background after,
-    unless ``options.ignore_annotations`` is False. The model is chosen on the contrast as
+    and a page of text or a line drawing is refused, unless ``options.ignore_annotations``
+    is False. The model is chosen on the contrast as
     recorded; an image whose particles are brighter (``options.polarity``, decided per image
     by default) is then inverted for it."""
     px = options.pixel_size_nm or mg.pixel_size_nm
@@ -229,6 +230,12 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
     notes: list[str] = [] if options.pixel_size_nm else list(mg.notes)
     drawn = None
     if options.ignore_annotations:
+        why = text_or_drawing(image)
+        if why:
+            raise TemtoolError(
+                f"{path}: looks like text or a line drawing, not a micrograph ({why}); not "
+                "segmented. If it is a micrograph, pass --keep-annotations"
+            )
         image, drawn = mask_annotations(image)
         if drawn.any():
             notes.append(

@@ -1,5 +1,6 @@
 """Burned-in annotations (scale bars, label boxes, data bars) are found exactly and kept out of
-the segmentation; recorded micrographs, clipped particles and noise are left alone."""
+the segmentation; recorded micrographs, clipped particles and noise are left alone; a page of
+text or a plot is refused, not segmented."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from temtool.data.simulate import config_for, simulate_image
-from temtool.inference.annotations import find_annotations, mask_annotations
+from temtool.inference.annotations import find_annotations, mask_annotations, text_or_drawing
 
 
 def _grey8(image: np.ndarray) -> np.ndarray:
@@ -108,3 +109,77 @@ def test_bright_particles_with_polarity_bright_give_the_dark_result(run_cli, tmp
     assert np.array_equal(read_mask(tmp_path / "o" / "haadf_mask.png"), dark)
     code, _, err = run_cli("segment", tmp_path / "bf.png", "--out", tmp_path / "p", "--polarity", "white")
     assert code == 2 and "--polarity" in err and not (tmp_path / "p").exists()
+
+
+def _page(font_px: int, scale: int = 1) -> np.ndarray:
+    """A page of random words (black on white), drawn at ``font_px`` and enlarged ``scale``x."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(0)
+    im = Image.new("L", (300, 256), 255)
+    draw = ImageDraw.Draw(im)
+    for y in range(6, 240, int(font_px * 1.6)):
+        words = ["".join(chr(97 + int(c)) for c in rng.integers(0, 26, rng.integers(2, 8))) for _ in range(6)]
+        draw.text((6, y), " ".join(words), fill=0, font=ImageFont.load_default(size=font_px))
+    return np.asarray(im.resize((300 * scale, 256 * scale), Image.NEAREST))
+
+
+def _plot() -> np.ndarray:
+    """Axes, a curve and tick labels."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (320, 256), 255)
+    draw = ImageDraw.Draw(im)
+    draw.line([(30, 10), (30, 220), (310, 220)], fill=0, width=2)
+    xs = np.linspace(30, 310, 200)
+    draw.line(list(zip(xs, 120 + 60 * np.sin(xs / 30))), fill=0, width=2)
+    for k in range(6):
+        draw.text((30 + 50 * k, 228), str(10 * k), fill=0)
+    return np.asarray(im)
+
+
+@pytest.mark.parametrize("font_px,scale", [(10, 1), (24, 1), (10, 3)])
+def test_pages_of_text_are_recognised(font_px, scale):
+    why = text_or_drawing(_page(font_px, scale))
+    assert why is not None and "strokes" in why
+
+
+def test_a_plot_is_recognised():
+    assert text_or_drawing(_plot()) is not None
+
+
+def test_micrographs_and_solid_particles_on_flat_backgrounds_are_not_text(micrograph):
+    assert text_or_drawing(micrograph) is None
+    assert text_or_drawing(_burn(micrograph)[0]) is None  # annotated, still a micrograph
+    yy, xx = np.mgrid[:256, :256]
+    rng = np.random.default_rng(1)
+    atoms = np.zeros((256, 256), np.uint8)  # small bright atoms on flat black vacuum (HAADF)
+    for cy, cx in rng.integers(0, 256, (150, 2)):
+        atoms[(yy - cy) ** 2 + (xx - cx) ** 2 <= 6] = 200
+    assert text_or_drawing(atoms) is None
+    spheres = np.full((256, 256), 230, np.uint8)  # large particles on a processed white background
+    for cy, cx in ((60, 60), (60, 190), (180, 120)):
+        spheres[(yy - cy) ** 2 + (xx - cx) ** 2 <= 45**2] = 20
+    assert text_or_drawing(spheres) is None
+
+
+def test_cli_refuses_a_page_of_text_unless_annotations_are_kept(run_cli, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(_page(10)).save(tmp_path / "legend.png")
+    code, out, err = run_cli("segment", tmp_path / "legend.png", "--out", tmp_path / "a")
+    assert code == 2
+    line = (out + err).strip()
+    assert "legend.png" in line and "text or a line drawing" in line and "--keep-annotations" in line
+    assert "Traceback" not in line
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    code, _, _ = run_cli(
+        "segment",
+        tmp_path / "legend.png",
+        "--out",
+        tmp_path / "b",
+        "--keep-annotations",
+        "--polarity",
+        "dark",
+    )
+    assert code == 0 and (tmp_path / "b" / "legend_mask.png").exists()
