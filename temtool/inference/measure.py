@@ -104,7 +104,7 @@ def _split(mask: np.ndarray) -> tuple[np.ndarray, list]:
         parts.append(
             (own, ndi.distance_transform_edt(own), (slice(t, own.shape[0] - b), slice(lft, own.shape[1] - r)))
         )
-    h = max(1.0, 0.05 * float(np.median([dist.max() for _, dist, _ in parts])))
+    h = max(1.0, SPLIT_DEPTH * float(np.median([dist.max() for _, dist, _ in parts])))
     n, boxes_out = 0, []
     for sl, (own, dist, crop) in zip(boxes, parts):
         # one connected set of local maxima: one regional maximum, so at most one h-maximum
@@ -143,6 +143,9 @@ def _watershed_split(
 
 
 _EIGHT = np.ones((3, 3), bool)
+# the h of the h-maxima that seed the neck watershed, as a fraction of the median component's
+# largest inscribed radius: a neck shallower than this does not split
+SPLIT_DEPTH = 0.05
 MAX_LEVELS = 64  # more distinct peak values than this: scikit-image's h_maxima (one sort) is cheaper
 
 
