@@ -59,8 +59,9 @@ def segmented(names, oof, sigma):
     masks = {}  # figure -> (truth, network mask, Otsu mask)
     for n in names:
         f = EMPS / "images" / n
-        image = read_image(f).data
-        r = infer(f, image, chooser, SegmentOptions(polarity=oof[n]["decided"]))
+        mg = read_image(f)
+        image = mg.data
+        r = infer(f, mg, chooser, SegmentOptions(polarity=oof[n]["decided"]))
         net, _ = post.apply(np.asarray(r.prob, np.float32))
         filled, drawn = mask_annotations(image)
         x = invert(filled) if oof[n]["decided"] == "bright" else filled
