@@ -12,6 +12,11 @@ network on the other four folds is applied to it, so the cross-validated row is 
 the figures it scores.
 
     python examples/split_depth.py --json docs/figures/split_depth.json
+    python examples/split_depth.py --sims 60 --json docs/figures/split_depth_sims.json
+
+``--sims N``: instead, N fresh domain-randomised 256-px fields (half of them crowded, seeds
+31000+, exact instance maps) with the shipped standard model and Gaussian (2 px) + Otsu, at
+every depth: how the depth does where touching particles are known exactly.
 """
 
 import argparse
@@ -71,12 +76,42 @@ def segmented(names, oof, sigma):
     return masks, time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS))
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+def simulated(n: int, depths) -> dict:
+    """Object F1 and AP at each depth on ``n`` randomised fields (see module doc)."""
+    from temtool.data.randomise import randomised_batch
+
+    chooser, post = ModelChooser(None), measure.PostProcessing()
+    fields = []
+    for crowded, seed in ((False, 31000), (True, 32000)):
+        for sim in randomised_batch(n // 2, 256, seed=seed, workers=2, crowded=crowded):
+            net, _ = post.apply(chooser(None, sim.image).probability(sim.image).prob)
+            otsu, _ = post.apply(otsu_segment(sim.image, 2.0).astype(np.float32))
+            fields.append((sim.instances.astype(np.int64), net, otsu))
+    out = {}
+    print(f"\nSplit depth on {len(fields)} randomised fields (half crowded), shipped standard model\n")
+    print("| depth | network F1 | network AP | Otsu F1 | Otsu AP |")
+    print("|---|---|---|---|---|")
+    for depth in depths:
+        measure.SPLIT_DEPTH = depth
+        v = {}
+        for who, k in (("network", 1), ("otsu", 2)):
+            s = [
+                instance_scores(f[0], measure.measure_particles(f[k], None, min_area_px=1, pinhole_px=0)[0])
+                for f in fields
+            ]
+            v[f"{who}_f1"] = float(np.mean([x["f1"] for x in s]))
+            v[f"{who}_ap"] = float(np.mean([x["ap"] for x in s]))
+        out[str(depth)] = v
+        print(
+            f"| {depth:g} | "
+            + " | ".join(f"{v[k]:.3f}" for k in ("network_f1", "network_ap", "otsu_f1", "otsu_ap"))
+            + " |"
+        )
+    return out
+
+
+def published(depths, json_path, commit) -> None:
+    """The published-figures run (see module doc)."""
     runs = json.loads((ROOT / "benchmarks" / "results" / "real_data_emps.json").read_text())
     sigma = {r["figure"]: r["otsu_sigma_px"] for r in runs["per_figure"]}
     oof = json.loads((ROOT / "benchmarks" / "results" / "polarity.json").read_text())["out_of_fold"]
@@ -86,7 +121,7 @@ def main() -> None:
     masks, inferred_s = segmented(names, oof, sigma)
 
     scores = {}  # depth -> method -> figure -> scores
-    for depth in args.depths:
+    for depth in depths:
         measure.SPLIT_DEPTH = depth
         scores[depth] = {"network": {}, "otsu": {}}
         for n, (truth, net, otsu) in masks.items():
@@ -101,7 +136,7 @@ def main() -> None:
     print("| depth | network F1 | network AP | Otsu F1 | Otsu AP | network median abs count error |")
     print("|---|---|---|---|---|---|")
     table = {}
-    for depth in args.depths:
+    for depth in depths:
         ce = np.median([abs(scores[depth]["network"][n]["count_error"]) for n in names])
         table[depth] = {
             k: mean(depth, who, m, names)
@@ -122,13 +157,13 @@ def main() -> None:
     chosen, cv = {}, {"network": {}, "otsu": {}, "network_default": {}, "otsu_default": {}}
     for k in range(folds.max() + 1):
         train = [n for n, f in zip(names, folds) if f != k]
-        best = max(args.depths, key=lambda d: mean(d, "network", "f1", train))
+        best = max(depths, key=lambda d: mean(d, "network", "f1", train))
         chosen[k] = best
         for n, f in zip(names, folds):
             if f == k:
                 for who in ("network", "otsu"):
                     cv[who][n] = scores[best][who][n]["f1"]
-                    cv[f"{who}_default"][n] = scores[args.depths[0]][who][n]["f1"]
+                    cv[f"{who}_default"][n] = scores[depths[0]][who][n]["f1"]
     from temtool.study.protocol import paired_difference
 
     result = {
@@ -143,12 +178,12 @@ def main() -> None:
     for k in ("cv_network_minus_default", "cv_network_minus_otsu", "cv_otsu_minus_default"):
         d = result[k]
         print(f"{k}: {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
-    if args.json:
-        Path(args.json).write_text(
+    if json_path:
+        Path(json_path).write_text(
             json.dumps(
                 {
                     "command": "python examples/split_depth.py " + " ".join(sys.argv[1:]),
-                    "commit": commit.stdout.strip(),
+                    "commit": commit,
                     "data": {
                         "emps-train": len(names),
                         "polarity_fit": "benchmarks/results/polarity.json",
@@ -161,6 +196,25 @@ def main() -> None:
                 indent=1,
             )
         )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--depths", type=float, nargs="+", default=list(DEPTHS))
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--sims", type=int, default=0, help="score N randomised fields instead")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    if args.sims:
+        by_depth = simulated(args.sims, args.depths)
+        if args.json:
+            record = {"command": "python examples/split_depth.py " + " ".join(sys.argv[1:])}
+            record.update(
+                commit=commit.stdout.strip(), data=f"{args.sims} randomised fields, seeds 31000+/32000+"
+            )
+            Path(args.json).write_text(json.dumps({**record, "by_depth": by_depth}, indent=1))
+        return
+    published(args.depths, args.json, commit.stdout.strip())
 
 
 if __name__ == "__main__":
