@@ -33,6 +33,12 @@ STROKE_PX = 12.0  # what is drawn on it is at most this wide (typical width, px)
 GLYPH_EXTENT = 0.75  # and its pieces fill less of their bounding boxes than solid particles do
 
 
+def _sample(x: np.ndarray) -> np.ndarray:
+    """An even subsample of ``x`` of at most ~260k pixels, for its statistics."""
+    step = max(1, int(np.sqrt(x.size / 2**18)))
+    return x[::step, ::step]
+
+
 def find_annotations(image: np.ndarray, min_area_px: int = 64, max_values: int = 4) -> np.ndarray:
     """Mask ``(H, W)`` bool of the burned-in annotations of ``image`` (see the module doc);
     all False when there are none. ``max_values``: how many of the most frequent extreme grey
@@ -40,8 +46,7 @@ def find_annotations(image: np.ndarray, min_area_px: int = 64, max_values: int =
     x = np.asarray(image)
     if x.ndim != 2 or min(x.shape) < 2:
         return np.zeros(x.shape[:2], bool)
-    step = max(1, int(np.sqrt(x.size / 2**18)))  # percentiles from at most ~260k pixels
-    lo, hi = np.percentile(x[::step, ::step], [0.5, 99.5])
+    lo, hi = np.percentile(_sample(x), [0.5, 99.5])
     out = np.zeros(x.shape, bool)
     H, W = x.shape
     flat = x.ravel()
@@ -92,8 +97,7 @@ def text_or_drawing(image: np.ndarray) -> str | None:
     x = np.asarray(image)
     if x.ndim != 2 or x.size == 0:
         return None
-    step = max(1, int(np.sqrt(x.size / 2**18)))
-    values, counts = np.unique(x[::step, ::step], return_counts=True)
+    values, counts = np.unique(_sample(x), return_counts=True)
     paper = values[np.argmax(counts)]
     if counts.max() / counts.sum() < FLAT_SHARE:  # the cheap test every micrograph fails
         return None
