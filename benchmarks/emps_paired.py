@@ -5,9 +5,9 @@ polarity decision and post-processing (the first run's; Otsu does not depend on 
 
     python benchmarks/emps_paired.py NAME=RESULT.json NAME=RESULT.json ... [--json OUT]
 
-Prints, for all figures and by their true polarity, each run's mean Dice, object F1, AP and
-median |count error|, and the paired 95% bootstrap interval (over figures) of each run minus
-the first and minus Otsu. Only figures every run scored are compared.
+Prints, for all figures and by their true polarity, each run's mean Dice, object F1, AP, median
+|count error| and median signed count error, and the paired 95% bootstrap interval (over
+figures) of each run minus the first and minus Otsu. Only figures every run scored are compared.
 """
 
 import argparse
@@ -55,8 +55,10 @@ def main() -> None:
     out = {"command": "python benchmarks/emps_paired.py " + " ".join(sys.argv[1:]), "runs": {}, "groups": {}}
     out["runs"] = {k: {"file": v["file"], "commit": v["commit"]} for k, v in runs.items()}
     print(f"\nPublished figures of emps-train, paired over the {len(common)} figures every run scored\n")
-    print("| figures | n | method | Dice | object F1 | AP 0.5:0.95 | median abs count error |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| figures | n | method | Dice | object F1 | AP 0.5:0.95 | median abs count error | median (signed) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for g, names in groups.items():
         if len(names) < 2:
             continue
@@ -65,11 +67,13 @@ def main() -> None:
         methods = [(k, runs[k]["rows"], "network") for k in runs] + [("Gaussian + Otsu", ref, "otsu")]
         for label, rows, who in methods:
             v = {m: float(np.mean(list(per(rows, who, m, names).values()))) for m in METRICS}
-            v["median_abs_count_error"] = float(np.median([abs(rows[n][who]["count_error"]) for n in names]))
+            errors = [rows[n][who]["count_error"] for n in names]
+            v["median_abs_count_error"] = float(np.median(np.abs(errors)))
+            v["median_count_error"] = float(np.median(errors))  # signed: + over-counts
             res[label] = v
             print(
                 f"| {g} | {len(names)} | {label} | {v['dice']:.3f} | {v['f1']:.3f} | {v['ap']:.3f} | "
-                f"{100 * v['median_abs_count_error']:.0f}% |"
+                f"{100 * v['median_abs_count_error']:.0f}% | {100 * v['median_count_error']:+.0f}% |"
             )
         for k in runs:
             against = [(first, runs[first]["rows"], "network")] if k != first else []
@@ -82,7 +86,7 @@ def main() -> None:
                 cells = " | ".join(
                     f"{d[m]['mean']:+.3f} [{d[m]['ci95'][0]:+.3f}, {d[m]['ci95'][1]:+.3f}]" for m in METRICS
                 )
-                print(f"| {g} | | {k} - {other}, 95% paired bootstrap | {cells} | |")
+                print(f"| {g} | | {k} - {other}, 95% paired bootstrap | {cells} | | |")
     out["machine"] = machine()
     print()
     print(machine())
