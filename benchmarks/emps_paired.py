@@ -13,6 +13,7 @@ figures) of each run minus the first and minus Otsu. Only figures every run scor
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,7 +53,13 @@ def main() -> None:
         "dark particles": [n for n in common if ref[n]["truth"] == "dark"],
         "bright particles": [n for n in common if ref[n]["truth"] == "bright"],
     }
-    out = {"command": "python benchmarks/emps_paired.py " + " ".join(sys.argv[1:]), "runs": {}, "groups": {}}
+    here = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
+    out = {
+        "command": "python benchmarks/emps_paired.py " + " ".join(sys.argv[1:]),
+        "commit": commit.stdout.strip(),
+    }
+    out["groups"] = {}
     out["runs"] = {k: {"file": v["file"], "commit": v["commit"]} for k, v in runs.items()}
     print(f"\nPublished figures of emps-train, paired over the {len(common)} figures every run scored\n")
     print(
