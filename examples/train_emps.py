@@ -22,6 +22,12 @@ estimate), then cut into ``--patches`` random 128-px crops (reflect-padded when 
 
     python examples/train_emps.py --out runs/emps [--epochs 4] [--patches 3] [--lr 2e-4]
     python examples/train_emps.py --out runs/emps --all   # one model on all 366 figures
+    python examples/train_emps.py --out runs/emps_boundary --boundary   # instance-aware
+
+``--boundary`` trains the instance-aware version of the start model (a third class for each
+particle's inner boundary, from the figures' instance maps, resampled by nearest neighbour;
+``temtool.image.labels.boundary_classes``), starting from the 2-class weights
+(``temtool.model.architecture.copy_weights``: the particle map starts unchanged).
 
 Prints each fold's validation Dice and time.
 """
@@ -32,6 +38,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +56,7 @@ from fit_polarity import folds_by_group  # noqa: E402
 
 from temtool.data.dataset import Dataset  # noqa: E402
 from temtool.data.io import read_image  # noqa: E402
+from temtool.image.labels import boundary_classes  # noqa: E402
 from temtool.image.normalise import standardize  # noqa: E402
 from temtool.image.resample import resample  # noqa: E402
 from temtool.inference.annotations import mask_annotations  # noqa: E402
@@ -62,10 +70,19 @@ EMPS = ROOT.parent / "shared" / "data" / "emps-train"
 PATCH_PX = 128
 
 
+def nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label image resampled to ``shape`` by nearest neighbour (ids kept, none invented)."""
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
+    return labels[rows.astype(int)][:, cols.astype(int)]
+
+
 def prepared(name: str, truth_polarity: str, diameter_range_px: tuple[float, float]):
-    """The figure as the model should see it (see module doc): (image, mask, resampling factor)."""
+    """The figure as the model should see it (see module doc): (image, instance map, resampling
+    factor)."""
     image = read_image(EMPS / "images" / name).data
-    mask = read_image(EMPS / "instances" / name).data > 0
+    instances = read_image(EMPS / "instances" / name).data.astype(np.int32)
+    mask = instances > 0
     filled, _ = mask_annotations(image)
     x = standardize(invert(filled) if truth_polarity == "bright" else filled)
     lo, hi = diameter_range_px
@@ -74,8 +91,8 @@ def prepared(name: str, truth_polarity: str, diameter_range_px: tuple[float, flo
     if factor != 1.0:
         shape = (max(8, round(x.shape[0] * factor)), max(8, round(x.shape[1] * factor)))
         x = resample(x, shape)
-        mask = resample(mask.astype(np.float32), shape) > 0.5
-    return x.astype(np.float32), mask.astype(np.uint8), factor
+        instances = nearest(instances, shape)
+    return x.astype(np.float32), instances, factor
 
 
 def crops(x: np.ndarray, m: np.ndarray, n: int, rng: np.random.Generator):
@@ -91,18 +108,28 @@ def crops(x: np.ndarray, m: np.ndarray, n: int, rng: np.random.Generator):
     return out
 
 
-def dataset(names, val_names, figures, patches: int, seed: int) -> Dataset:
+def dataset(names, val_names, figures, patches: int, seed: int, boundary: bool) -> Dataset:
     rng = np.random.default_rng(seed)
-    images, masks, splits = {}, {}, {"train": [], "val": []}
+    images, masks, classes, splits = {}, {}, {}, {"train": [], "val": []}
     for split, group in (("train", names), ("val", val_names)):
         for n in group:
-            x, m, _ = figures[n]
-            for k, (xc, mc) in enumerate(crops(x, m, patches, rng)):
+            x, inst, _ = figures[n]
+            for k, (xc, ic) in enumerate(crops(x, inst, patches, rng)):
                 stem = f"{Path(n).stem}_{k}"
-                images[stem], masks[stem] = xc, mc
+                images[stem], masks[stem] = xc, (ic > 0).astype(np.uint8)
+                if boundary:
+                    classes[stem] = boundary_classes(ic)
                 splits[split].append(stem)
     return Dataset(
-        path=EMPS, pixel_size_nm=None, regime="standard", splits=splits, images=images, masks=masks
+        path=EMPS,
+        pixel_size_nm=None,
+        regime="standard",
+        splits=splits,
+        images=images,
+        masks=masks,
+        targets="boundary" if boundary else "mask",
+        boundary=classes,
+        instances_from="instances/" if boundary else None,
     )
 
 
@@ -116,6 +143,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     ap.add_argument("--all", action="store_true", help="one model on every figure (no held-out fold)")
+    ap.add_argument("--boundary", action="store_true", help="train the instance-aware (3-class) version")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     commit = commit.stdout.strip()
@@ -136,15 +164,16 @@ def main() -> None:
     runs += [(f"fold{k}", [n for n, f in zip(names, folds) if f != k]) for k in ([] if args.all else wanted)]
     manifest_path = out / "folds.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    arch = replace(start.arch, n_classes=3) if args.boundary else start.arch
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.epochs)
     for label, train_names in runs:
         # a tenth of the training articles validates (chooses the epoch)
         inner = folds_by_group([doi[n] for n in train_names], k=10)
         val = [n for n, f in zip(train_names, inner) if f == 0]
         tr = [n for n, f in zip(train_names, inner) if f != 0]
-        ds = dataset(tr, val, figures, args.patches, seed=len(manifest))
+        ds = dataset(tr, val, figures, args.patches, seed=len(manifest), boundary=args.boundary)
         t0 = time.perf_counter()
-        run = fit(start.arch, ds, cfg, start_from=load_bundle(start.path).model)
+        run = fit(arch, ds, cfg, start_from=load_bundle(start.path).model)
         extra = {
             "particle_diameter_px": list(start.diameter_range_px),
             "emps_finetune": {
@@ -156,6 +185,7 @@ def main() -> None:
                 "val_figures": len(val),
                 "patches_per_figure": args.patches,
                 "patch_px": PATCH_PX,
+                "boundary": args.boundary,
             },
         }
         path = save_training(out / label, run, [run], ds, cfg, extra=extra)

@@ -25,6 +25,7 @@ __all__ = [
     "ArchitectureError",
     "Architecture",
     "build_resunet",
+    "copy_weights",
     "count_params",
     "parse_int_list",
 ]
@@ -255,6 +256,33 @@ def build_resunet(
         x = _residual_block(x, arch.filters[level], arch.kernel_size, f"dec{level}")
     logits = layers.Conv2D(arch.n_classes, 1, padding="same", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name or "resunet")
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Give ``target`` the weights of ``source``, a network of the same architecture or its
+    2-class version when ``target`` is instance-aware (3 classes). A 2-class network's particle
+    logit ``l`` becomes interior and boundary logits of ``l - log 2`` each: the softmax then
+    gives the background exactly the probability it had, so the particle map (1 - P(background))
+    starts where the 2-class network left it, split evenly between interior and boundary, and
+    fine-tuning teaches only where the boundaries are."""
+    import numpy as np
+
+    src, dst = source.get_weights(), target.get_weights()
+    if len(src) != len(dst):
+        raise ArchitectureError(f"{source.name} and {target.name} differ in their layers")
+    out = []
+    for a, b in zip(src, dst):
+        if a.shape == b.shape:
+            out.append(a)
+        elif a.shape[:-1] == b.shape[:-1] and (a.shape[-1], b.shape[-1]) == (2, 3):  # the logits
+            shift = np.float32(math.log(2.0)) if a.ndim == 1 else np.float32(0.0)  # bias, kernel
+            out.append(np.concatenate([a, a[..., 1:] - shift], axis=-1).astype(a.dtype))
+            out[-1][..., 1] -= shift
+        else:
+            raise ArchitectureError(
+                f"{source.name} and {target.name} differ in their architecture (weights {a.shape} vs {b.shape})"
+            )
+    target.set_weights(out)
 
 
 def count_params(arch_or_model: Architecture | keras.Model) -> int:

@@ -26,7 +26,7 @@ from temtool.data.io import check_writable
 from temtool.errors import ArchitectureError, ParameterError, TemtoolError
 from temtool.image.dihedral import dihedral, dihedral_ops
 from temtool.inference.segmenter import Segmenter
-from temtool.model.architecture import Architecture, build_resunet
+from temtool.model.architecture import Architecture, build_resunet, copy_weights
 from temtool.model.bundle import load_bundle, write_bundle
 from temtool.model.registry import remember_last_model
 from temtool.study import protocol
@@ -385,7 +385,7 @@ def fit(
         keras.utils.set_random_seed(cfg.seed)
         model = build_resunet(arch)
         if start_from is not None:
-            model.set_weights(start_from.get_weights())
+            copy_weights(start_from, model)
         on_device = cfg.augment and augment_on_device(cfg.augment_on)
         trainee = DeviceDihedral(model, square=h == w, seed=cfg.seed) if on_device else model
         compile_model(trainee, cfg)

@@ -108,3 +108,26 @@ def test_trains_one_step_and_loss_drops():
     h = m.fit(x, y, epochs=8, batch_size=4, verbose=0)
     assert h.history["loss"][-1] < h.history["loss"][0]
     assert np.isfinite(h.history["hard_dice"]).all()
+
+
+def test_copy_weights_to_a_boundary_network_keeps_its_particle_map():
+    """A 2-class network's weights in a 3-class one: the particle map (1 - P(background)) is
+    unchanged and split evenly between interior and boundary; other mismatches are refused."""
+    import keras
+
+    from temtool.model.architecture import copy_weights
+
+    two = build_resunet(Architecture.create(depth=2, pool=2, filters=4))
+    rng = np.random.default_rng(0)
+    kernel, bias = two.get_layer("logits").get_weights()
+    two.get_layer("logits").set_weights([kernel, rng.normal(0, 1, bias.shape).astype(bias.dtype)])
+    three = build_resunet(Architecture.create(depth=2, pool=2, filters=4, n_classes=3))
+    copy_weights(two, three)
+    x = rng.normal(size=(2, 16, 16, 1)).astype(np.float32)
+    p2 = keras.ops.convert_to_numpy(keras.ops.softmax(two(x), axis=-1))
+    p3 = keras.ops.convert_to_numpy(keras.ops.softmax(three(x), axis=-1))
+    np.testing.assert_allclose(1 - p3[..., 0], 1 - p2[..., 0], atol=1e-5)
+    np.testing.assert_allclose(p3[..., 1], p3[..., 2], atol=1e-6)
+    assert np.ptp(p2[..., 1]) > 0.1  # a weight-free network would pass the lines above trivially
+    with pytest.raises(ArchitectureError):
+        copy_weights(two, build_resunet(Architecture.create(depth=2, pool=2, filters=8)))
