@@ -324,17 +324,18 @@ def train(
         Optional[str],
         O(
             help="Fine-tune instead of training from scratch: a shipped model (standard, hrtem) or a "
-            "bundle folder. Its architecture is kept; test Dice and object F1 before and after are reported."
+            "bundle folder. Its architecture is kept (--boundary adds the boundary output, starting "
+            "from its particle map); test Dice and object F1 before and after are reported."
         ),
     ] = None,
     out: Annotated[Optional[Path], O(help="Bundle folder to write (default models/DATA-ARCH).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Train the residual UNet (or fine-tune one) and write a self-describing model bundle."""
-    if start_from is not None and ((depth, pool, filters, kernel) != (2, "2", "4", 3) or boundary):
+    if start_from is not None and (depth, pool, filters, kernel) != (2, "2", "4", 3):
         raise TemtoolError(
-            "--start-from keeps the starting model's architecture: "
-            "leave out --depth/--pool/--filters/--kernel/--boundary"
+            "--start-from keeps the starting model's architecture (--boundary may add the boundary "
+            "output): leave out --depth/--pool/--filters/--kernel"
         )
     _backend()
     from temtool.study.finetune import FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, finetune_and_save
@@ -359,7 +360,7 @@ def train(
         callbacks = training_callbacks(bar, epochs, repeats)
         kw = {"repeats": repeats, "pixel_size_nm": pixel_size, **callbacks}
         if start_from:
-            meta, _ = finetune_and_save(start_from, data, cfg, out, **kw)
+            meta, _ = finetune_and_save(start_from, data, cfg, out, boundary=boundary, **kw)
         else:
             meta, _ = train_and_save(arch, data, cfg, out, **kw)
     _render(meta, training_summary, as_json)

@@ -280,7 +280,8 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
             out[-1][..., 1] -= shift
         else:
             raise ArchitectureError(
-                f"{source.name} and {target.name} differ in their architecture (weights {a.shape} vs {b.shape})"
+                f"{source.name} and {target.name} differ in their architecture "
+                f"(weights {a.shape} vs {b.shape})"
             )
     target.set_weights(out)
 

@@ -137,15 +137,19 @@ def finetune(
     pixel_size_nm: float | None = None,
     on_epoch: Callable | None = None,
     on_repeat: Callable | None = None,
+    boundary: bool = False,
 ) -> tuple[TrainResult, list[TrainResult], Dataset, dict]:
     """Fine-tune ``start`` on ``data``'s training split, ``repeats`` seeds, the kept one chosen on
     validation. Returns the best run, all runs, the dataset and the record of the fine-tuning
-    (starting model, scale, test scores before and after)."""
+    (starting model, scale, test scores before and after). ``boundary``: train the
+    instance-aware (3-class) version of a 2-class start, its particle map starting unchanged
+    (:func:`temtool.model.architecture.copy_weights`)."""
     bundle = resolve_start(start)
+    arch = dataclasses.replace(bundle.arch, n_classes=3) if boundary else bundle.arch
     ds = (
         data
         if isinstance(data, Dataset)
-        else load_dataset(data, pixel_size_nm=pixel_size_nm, targets=targets_for(bundle.arch))
+        else load_dataset(data, pixel_size_nm=pixel_size_nm, targets=targets_for(arch))
     )
     for split in ("train", "val", "test"):
         if not ds.splits.get(split):
@@ -166,7 +170,7 @@ def finetune(
             return Segmenter.from_bundle(bundle, runtime="keras", batch_size=cfg.batch_size)
         return Segmenter.for_model(
             model,
-            bundle.arch,
+            arch,
             bundle.pixel_size_nm,
             diameter_range_px=bundle.diameter_range_px,
             batch_size=cfg.batch_size,
@@ -175,7 +179,7 @@ def finetune(
 
     before = _scores(segmenter(), ds)
     best, runs, _ = train(
-        bundle.arch,
+        arch,
         trained_on,
         cfg,
         repeats,
@@ -193,6 +197,7 @@ def finetune(
     record = {
         "start_from": str(start),
         "start_path": str(bundle.path),
+        "boundary_added": arch.instance_aware and not bundle.arch.instance_aware,
         "start_val_hard_dice": bundle.metadata.get("metrics", {}).get("val_hard_dice"),
         "scale": factor,
         "scale_note": note,

@@ -46,6 +46,24 @@ def test_fine_tuning_reports_before_and_after_as_evaluate_measures_them(run_cli,
     assert "Fine-tuned from" in table and "after - before, dice" in " ".join(table.split())
 
 
+def test_boundary_output_added_to_a_fine_tuned_two_class_model(run_cli, small_data, tmp_path):
+    """``--start-from standard --boundary``: the fine-tuned bundle is instance-aware, says that it
+    added the output, and segment parts its particles along the network's boundaries."""
+    out = tmp_path / "ft-boundary"
+    code, stdout, err = run_cli(
+        "train", "--data", small_data, "--start-from", "standard", "--boundary", "--epochs", 1,
+        "--out", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    meta = json.loads(stdout)
+    assert meta["architecture"]["n_classes"] == 3
+    assert meta["finetune"]["boundary_added"] is True
+    image = next((small_data / "images").iterdir())
+    code, stdout, err = run_cli("segment", image, "--model", out, "--out", tmp_path / "seg", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["results"][0]["postprocessing"]["instances"] == "network boundaries"
+
+
 def test_the_starting_weights_are_kept_when_no_epoch_beats_them_on_val(run_cli, small_data, tmp_path):
     """A learning rate that wrecks the network: no epoch beats epoch 0, so the bundle holds the
     starting weights and scores exactly as the starting model."""

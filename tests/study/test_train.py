@@ -371,5 +371,5 @@ def test_an_instance_aware_network_trains_and_segment_parts_particles_at_its_bou
     arch = Architecture.create(n_classes=3)
     with pytest.raises(TemtoolError, match="'mask' targets"):
         fit(arch, load_dataset(tiny_data), TrainConfig(epochs=1))
-    code, _, err = run_cli("train", "--data", tiny_data, "--boundary", "--start-from", out)
-    assert code == 2 and "--boundary" in err
+    code, _, err = run_cli("train", "--data", tiny_data, "--boundary", "--start-from", out, "--depth", 3)
+    assert code == 2 and "--depth" in err
