@@ -503,6 +503,14 @@ def segment(
             "nothing else does: a metal (au, ag, pt, pd, cu, al) or d-spacings in nm."
         ),
     ] = None,
+    scale_bar: Annotated[
+        bool,
+        O(
+            "--scale-bar/--no-scale-bar",
+            help="Where the file has no pixel size (and --pixel-size is not given), read it from a "
+            "burned-in scale bar (OCR of its label, its length in px); where it has one, check it.",
+        ),
+    ] = True,
     as_json: AsJson = False,
 ) -> None:
     """Segment whole micrographs of any size and measure the particles."""
@@ -536,6 +544,7 @@ def segment(
         ignore_annotations=annotations,
         polarity=polarity,
         lattice=lattice,
+        scale_bar=scale_bar,
     )
     if runtime not in RUNTIMES:
         raise TemtoolError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

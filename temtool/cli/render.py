@@ -646,10 +646,12 @@ def segmentation_table(results: list[dict], method: str, out: str) -> Table:
 
 
 def _pixel_size_cell(r: dict) -> str:
-    """The pixel size and where it came from (the file's metadata, the option, the lattice)."""
+    """The pixel size and where it came from (the file, the option, a scale bar, the lattice)."""
     if not r.get("pixel_size_nm"):
         return "-"
-    source = {"metadata": "file", "option": "given", "lattice": "lattice"}.get(r.get("pixel_size_source"), "")
+    source = {"metadata": "file", "option": "given", "lattice": "lattice", "scale bar": "scale bar"}.get(
+        r.get("pixel_size_source"), ""
+    )
     return f"{r['pixel_size_nm']:.4g} {source}".strip()
 
 

@@ -56,6 +56,7 @@ from temtool.inference.outputs import (
     write_size_histogram,
 )
 from temtool.inference.polarity import decide_polarity, invert
+from temtool.inference.scalebar import read_scale_bar
 from temtool.inference.segmenter import Segmenter
 
 __all__ = [
@@ -93,7 +94,10 @@ class SegmentOptions:
     mask. ``polarity``: ``auto`` (decided per image by :mod:`temtool.inference.polarity`,
     except for an HRTEM model, which sees the contrast as recorded), ``dark`` (particles darker
     than the background: bright-field TEM, what the models learned) or ``bright`` (HAADF-STEM,
-    dark field: the contrast is inverted first).
+    dark field: the contrast is inverted first). ``scale_bar``: where neither the option nor
+    the file gives the pixel size, read it from a burned-in scale bar
+    (:mod:`temtool.inference.scalebar`); where the file gives one and annotations are burned
+    in, check it against the bar (a disagreement beyond 5% is said; the file's value is kept).
     """
 
     pixel_size_nm: float | None = None
@@ -105,6 +109,7 @@ class SegmentOptions:
     ignore_annotations: bool = True
     polarity: str = "auto"
     lattice: str | None = None  # a metal (au, ...) or d-spacings: the pixel size from the lattice
+    scale_bar: bool = True  # read a burned-in scale bar where the file has no pixel size
 
     def __post_init__(self):
         if self.lattice is not None:
@@ -137,7 +142,8 @@ class Inferred:
     model_choice: str | None  # why that model
     tiling: dict | None
     polarity: dict | None = None  # {"value", "source": option / decided / hrtem, "p_dark"}
-    pixel_size_source: str | None = None  # "option", "metadata" (the file's), "lattice", or None: unknown
+    pixel_size_source: str | None = None  # "option", "metadata" (the file's), "scale bar", "lattice", or None
+    scale_bar: dict | None = None  # what the scale bar gave (temtool.inference.scalebar.ScaleBar.as_dict)
     lattice: dict | None = None  # with options.lattice: what the lattice said (pixel size, planes, why)
     boundary: np.ndarray | None = None  # (H, W) float32, an instance-aware network's boundary probability
 
@@ -243,6 +249,10 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
             )
         else:
             drawn = None
+    bar = None
+    if options.scale_bar and not options.pixel_size_nm and (px is None or drawn is not None):
+        px, px_source, bar, note = _scale_bar(mg.data, px, px_source)
+        notes += [note] if note else []
     lattice = None
     if options.lattice:
         px, px_source, lattice, note = _lattice(image, options.lattice, px, px_source)
@@ -281,12 +291,54 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
         tiling=tiling,
         polarity=polarity,
         pixel_size_source=px_source,
+        scale_bar=bar,
         lattice=lattice,
         boundary=boundary,
     )
 
 
 LATTICE_DISAGREEMENT = 0.05  # beyond this the lattice and the calibration disagree
+
+
+SCALE_BAR_DISAGREEMENT = 0.05  # beyond this the scale bar and the file's calibration disagree
+
+
+def _scale_bar(image, px: float | None, source: str | None):
+    """The pixel size, its source, the scale bar's record and a note: the bar sets the pixel
+    size where nothing did, and checks the file's calibration where there is one."""
+    found = read_scale_bar(image)
+    record = found.as_dict()
+    lo, hi = PLAUSIBLE_PIXEL_NM
+    if found.pixel_size_nm is not None and not lo <= found.pixel_size_nm <= hi:
+        record["reason"] = f"{found.reason} gives {found.pixel_size_nm:.4g} nm/px, outside {lo:g}-{hi:g}"
+        record["pixel_size_nm"] = None
+        found = None
+    if found is None or found.pixel_size_nm is None:
+        return (
+            px,
+            source,
+            record,
+            (f"no pixel size from a scale bar: {record['reason']}" if px is None else None),
+        )
+    if px is None:
+        return (
+            found.pixel_size_nm,
+            "scale bar",
+            record,
+            (f"pixel size {found.pixel_size_nm:.4g} nm/px from the {found.reason}"),
+        )
+    dev = found.pixel_size_nm / px - 1
+    if abs(dev) > SCALE_BAR_DISAGREEMENT:
+        return (
+            px,
+            source,
+            record,
+            (
+                f"the {found.reason} gives {found.pixel_size_nm:.4g} nm/px, {dev:+.0%} from the file's "
+                f"calibration ({px:.4g} nm/px): the file's is used; check which is right"
+            ),
+        )
+    return px, source, record, f"the {found.reason} confirms the file's calibration ({dev:+.1%})"
 
 
 def _lattice(image, lattice: str, px: float | None, source: str | None):
@@ -405,6 +457,7 @@ def finish(
         "output_stem": stem,
         "pixel_size_nm": px,
         "pixel_size_source": r.pixel_size_source,
+        "scale_bar": r.scale_bar,
         "lattice": r.lattice,
         "model": r.model,
         "runtime": r.runtime,
