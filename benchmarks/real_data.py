@@ -257,7 +257,11 @@ def _emps_summary(sel: list[dict]) -> dict:
 
 
 def emps(
-    model: str | None, json_path: str | None, limit: int | None = None, by_figure: str | None = None
+    model: str | None,
+    json_path: str | None,
+    limit: int | None = None,
+    by_figure: str | None = None,
+    scale_bar: bool = True,
 ) -> None:
     """Published figures (../shared/data/emps-train, 366 crops from many labs, instance maps):
     `segment` with no options (polarity decided, annotations ignored, post-processing and
@@ -276,7 +280,7 @@ def emps(
     import subprocess
 
     from temtool.inference.annotations import mask_annotations
-    from temtool.inference.pipeline import SegmentOptions, infer
+    from temtool.inference.pipeline import SegmentOptions, infer, particles_of
     from temtool.inference.polarity import invert
     from temtool.study.baselines import OTSU_SIGMAS_PX
     from temtool.study.metrics import instance_scores
@@ -332,8 +336,11 @@ def emps(
         decided = oof[n]["decided"]
         f = emps_dir / "images" / n
         chooser = choosers[bundle_of.get(n, model)]
-        r = infer(f, read_image(f), chooser, SegmentOptions(polarity=decided))  # as `segment` does
-        net_mask, net_labels = objects(r.prob, None)
+        options = SegmentOptions(polarity=decided, scale_bar=scale_bar)
+        r = infer(f, read_image(f), chooser, options)  # as `segment` does
+        # as segment does, in px (the scores do not depend on a pixel size): an instance-aware
+        # network's labels follow its boundaries
+        net_mask, net_post, net_labels, _ = particles_of(r.prob, None, post, r.boundary)
         x, drawn = oriented(n, decided)
         otsu_mask, otsu_labels = objects(
             otsu_segment(x, sigma[n]).astype(np.float32), drawn if drawn.any() else None
@@ -345,6 +352,8 @@ def emps(
                 "truth": oof[n]["truth"],
                 "decided": decided,
                 "model": Path(r.model).name,
+                "instances": net_post["instances"],
+                "pixel_size_source": r.pixel_size_source,
                 "network": {
                     "dice": binary_scores_np(truth > 0, net_mask)["dice"],
                     **instance_scores(truth, net_labels),
@@ -370,6 +379,7 @@ def emps(
                     "data": {
                         "emps-train": len(rows),
                         "polarity_fit": fit["commit"],
+                        "scale_bar": scale_bar,
                         **({"models_by_figure": _fine_tuned(bundle_of)} if by_figure else {}),
                     },
                     "summary": result,
@@ -402,10 +412,15 @@ def main() -> None:
         "--models-by-figure",
         help="JSON: figure -> bundle (examples/train_emps.py's folds.json); scores those figures only",
     )
+    ap.add_argument(
+        "--no-scale-bar",
+        action="store_true",
+        help="published figures: do not read their scale bars (as before the reader existed)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("TEMTOOL_CACHE", tempfile.mkdtemp())  # ignore the user's last model
     if (ROOT.parent / "shared" / "data" / "emps-train").is_dir():
-        emps(args.model, args.json, args.emps_limit, args.models_by_figure)
+        emps(args.model, args.json, args.emps_limit, args.models_by_figure, not args.no_scale_bar)
     if args.only == "emps":
         print()
         print(machine())

@@ -25,7 +25,6 @@ MIN_BAR_PX = 20  # a shorter bar cannot give the pixel size to a few per cent (1
 BAR_ASPECT = 3.0  # a bar is at least this many times longer than thick
 ISOLATION = 0.5  # a bar's surroundings, three rows above and below, are at most this much ink
 AMBIGUOUS = 0.8  # a label box's two extremes this close to its median: either may be the ink
-THIN_PX = 3  # a stroke this thin may touch the image's top or bottom edge
 RUN_TOLERANCE_PX = 2  # the rows of one bar start and stop within this of each other
 AGREEMENT = 0.03  # labels whose pixel sizes differ by more than this disagree
 SEARCH_TEXT_HEIGHTS = 4.0  # how far from its label a bar may lie (in label heights, vertically)
@@ -148,7 +147,7 @@ def find_bar(
     for level, is_dark, colour in tries:
         found = []
         ink = window < level if is_dark else window > level
-        for bar in _strokes(ink, th, (wc0 > 0, wc1 < W), (wr0 == 0, wr1 == H)):
+        for bar in _strokes(ink, th, (wc0 > 0, wc1 < W)):
             row, col, h, w = bar[0] + wr0, bar[1] + wc0, bar[2], bar[3]
             if max(col - c1, c0 - (col + w), 0) > 2 * th:  # horizontal distance to the label
                 continue
@@ -174,17 +173,14 @@ def _inside(bar: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> b
     return box[0] <= middle <= box[2] and overlap >= 0.5 * w
 
 
-def _strokes(
-    ink: np.ndarray, th: int, clipped: tuple[bool, bool], at_edge: tuple[bool, bool] = (True, True)
-) -> list[tuple[int, int, int, int]]:
+def _strokes(ink: np.ndarray, th: int, clipped: tuple[bool, bool]) -> list[tuple[int, int, int, int]]:
     """The bar-like strokes ``(row, col, h, w)`` in a window's ink mask (see
     :func:`find_bar`): consistent runs in consecutive rows, isolated above and below (three rows
     off, at most :data:`ISOLATION` of the span is ink), so that the edge of a region or a slice
-    through a particle is not taken for a bar; where that row lies outside the window, only a
-    thin stroke (at most :data:`THIN_PX`) at the image's own edge counts as isolated (a thicker
-    one may be a region the border cuts). ``clipped``: whether the window's left and right sides
-    cut the image (a run touching them is part of something larger); ``at_edge``: whether its
-    top and bottom are the image's."""
+    through a particle is not taken for a bar; a stroke within three rows of the window's top or
+    bottom cannot be told from a region the edge cuts, and is not taken. ``clipped``: whether the
+    window's left and right sides cut the image (a run touching them is part of something
+    larger)."""
     min_len = max(MIN_BAR_PX, th)
     groups: list[list] = []  # [first row, last row, starts, stops]
     for i in range(ink.shape[0]):
@@ -211,10 +207,9 @@ def _strokes(
         if h > 1.5 * th or w < BAR_ASPECT * h:
             continue
         above, below = first - 3, last + 3
-        if any(
-            ink[r, a:b].mean() > ISOLATION if 0 <= r < ink.shape[0] else h > THIN_PX or not at_edge[r > 0]
-            for r in (above, below)
-        ):
+        if above < 0 or below >= ink.shape[0]:  # too close to the window's (or image's) edge to tell
+            continue
+        if ink[above, a:b].mean() > ISOLATION or ink[below, a:b].mean() > ISOLATION:
             continue
         out.append((first, a, h, w))
     return out
