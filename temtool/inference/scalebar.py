@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from temtool.image.resample import resample
+
 __all__ = ["ScaleBar", "find_bar", "parse_length_nm", "read_scale_bar", "MIN_BAR_PX"]
 
 MIN_BAR_PX = 20  # a shorter bar cannot give the pixel size to a few per cent (1 px of 20: 5%)
@@ -28,6 +30,7 @@ AMBIGUOUS = 0.8  # a label box's two extremes this close to its median: either m
 RUN_TOLERANCE_PX = 2  # the rows of one bar start and stop within this of each other
 AGREEMENT = 0.03  # labels whose pixel sizes differ by more than this disagree
 SEARCH_TEXT_HEIGHTS = 4.0  # how far from its label a bar may lie (in label heights, vertically)
+OCR_MAX_SIDE_PX = 1024  # larger images are binned for reading (their labels are large too)
 
 _UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "å": 0.1, "a": 0.1, "ang": 0.1}
 _LABEL = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*(nm|um|µm|μm|å|a|ang)\s*$", re.IGNORECASE)
@@ -247,7 +250,9 @@ def _ocr():
             from rapidocr_onnxruntime import RapidOCR
         except ImportError:
             return None
-        _ENGINE = RapidOCR()
+        # labels are horizontal: no angle classifier (chosen on benchmarks/scale_bar.py: as many
+        # labels read, in less time, as with it or with detection on smaller images)
+        _ENGINE = RapidOCR(use_cls=False)
     return _ENGINE
 
 
@@ -263,11 +268,16 @@ def read_scale_bar(image: np.ndarray, ocr=None) -> ScaleBar:
     x = np.asarray(image, np.float32)
     if x.ndim != 2 or min(x.shape) < 16:
         return ScaleBar(None, "image too small for a scale bar")
-    lo, hi = np.percentile(x, [0, 100])
-    grey = np.zeros(x.shape, np.uint8) if hi <= lo else ((x - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    k = max(1, int(np.ceil(max(x.shape) / OCR_MAX_SIDE_PX)))  # large micrographs: read binned
+    small = x if k == 1 else resample(x, (max(1, x.shape[0] // k), max(1, x.shape[1] // k)))
+    lo, hi = np.percentile(small, [0, 100])
+    grey = (
+        np.zeros(small.shape, np.uint8) if hi <= lo else ((small - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    )
     boxes, _ = ocr(grey)
+    boxes = [(np.asarray(poly, float) * (x.shape[0] / small.shape[0]), t, p) for poly, t, p in boxes or []]
     found, problems = [], []
-    lines = _lines(boxes or [])
+    lines = _lines(boxes)
     for text, box in _labels(lines, problems):
         length_nm = parse_length_nm(text)[0]
         bar = find_bar(x, box, tuple(b for t, b in lines if not _contains(b, box)))
