@@ -112,7 +112,7 @@ def speed(n: int) -> dict:
     for label, on in (("without", False), ("with", True), ("without_again", False), ("with_again", True)):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            segment_files(files, chooser, Path(tmp), SegmentOptions(scale_bar=on))
+            segment_files([str(f) for f in files], tmp, chooser, SegmentOptions(scale_bar=on))
             out[label] = time.perf_counter() - t0
     base = min(out["without"], out["without_again"])
     withbar = min(out["with"], out["with_again"])
