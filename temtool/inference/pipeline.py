@@ -297,10 +297,7 @@ def infer(path: Path, mg: Micrograph, segmenter, options: SegmentOptions) -> Inf
     )
 
 
-LATTICE_DISAGREEMENT = 0.05  # beyond this the lattice and the calibration disagree
-
-
-SCALE_BAR_DISAGREEMENT = 0.05  # beyond this the scale bar and the file's calibration disagree
+CALIBRATION_DISAGREEMENT = 0.05  # beyond this a scale bar or the lattice and a calibration disagree
 
 
 def _scale_bar(image, px: float | None, source: str | None):
@@ -308,37 +305,27 @@ def _scale_bar(image, px: float | None, source: str | None):
     size where nothing did, and checks the file's calibration where there is one."""
     found = read_scale_bar(image)
     record = found.as_dict()
+    from_bar = found.pixel_size_nm
     lo, hi = PLAUSIBLE_PIXEL_NM
-    if found.pixel_size_nm is not None and not lo <= found.pixel_size_nm <= hi:
-        record["reason"] = f"{found.reason} gives {found.pixel_size_nm:.4g} nm/px, outside {lo:g}-{hi:g}"
-        record["pixel_size_nm"] = None
-        found = None
-    if found is None or found.pixel_size_nm is None:
-        return (
-            px,
-            source,
-            record,
-            (f"no pixel size from a scale bar: {record['reason']}" if px is None else None),
+    if from_bar is not None and not lo <= from_bar <= hi:
+        record.update(
+            pixel_size_nm=None, reason=f"{found.reason} gives {from_bar:.4g} nm/px, outside {lo:g}-{hi:g}"
         )
+        from_bar = None
+    if from_bar is None:
+        note = f"no pixel size from a scale bar: {record['reason']}" if px is None else None
+        return px, source, record, note
     if px is None:
-        return (
-            found.pixel_size_nm,
-            "scale bar",
-            record,
-            (f"pixel size {found.pixel_size_nm:.4g} nm/px from the {found.reason}"),
+        return from_bar, "scale bar", record, f"pixel size {from_bar:.4g} nm/px from the {found.reason}"
+    dev = from_bar / px - 1
+    if abs(dev) > CALIBRATION_DISAGREEMENT:
+        note = (
+            f"the {found.reason} gives {from_bar:.4g} nm/px, {dev:+.0%} from the file's "
+            f"calibration ({px:.4g} nm/px): the file's is used; check which is right"
         )
-    dev = found.pixel_size_nm / px - 1
-    if abs(dev) > SCALE_BAR_DISAGREEMENT:
-        return (
-            px,
-            source,
-            record,
-            (
-                f"the {found.reason} gives {found.pixel_size_nm:.4g} nm/px, {dev:+.0%} from the file's "
-                f"calibration ({px:.4g} nm/px): the file's is used; check which is right"
-            ),
-        )
-    return px, source, record, f"the {found.reason} confirms the file's calibration ({dev:+.1%})"
+    else:
+        note = f"the {found.reason} confirms the file's calibration ({dev:+.1%})"
+    return px, source, record, note
 
 
 def _lattice(image, lattice: str, px: float | None, source: str | None):
@@ -354,7 +341,7 @@ def _lattice(image, lattice: str, px: float | None, source: str | None):
     dev = found.pixel_size_nm / px - 1
     record["deviation_from_calibration"] = dev
     given = "--pixel-size" if source == "option" else "the file's calibration"
-    if abs(dev) > LATTICE_DISAGREEMENT:
+    if abs(dev) > CALIBRATION_DISAGREEMENT:
         note = (
             f"the {lattice} lattice gives {found.pixel_size_nm:.5g} nm/px, {dev:+.1%} from {given} "
             f"({px:.5g}): {given} is kept; check it ({found.reason})"
