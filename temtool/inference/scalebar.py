@@ -222,23 +222,23 @@ def _contains(outer: tuple, inner: tuple) -> bool:
     return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
 
 
-def _labels(lines: list, problems: list) -> list[tuple[str, tuple[int, int, int, int]]]:
+def _labels(lines: list, problems: list) -> list[tuple[str, float, tuple[int, int, int, int]]]:
     """The lines that are a length label, and the length tokens inside longer lines (a
-    microscope's data bar: "X25,000 1µm WD 3.1mm"), each with its box (a token's box: its share
-    of the line's width). What looks like a label with a unit it does not know goes to
-    ``problems``."""
+    microscope's data bar: "X25,000 1µm WD 3.1mm"), each with its length in nm and its box (a
+    token's box: its share of the line's width). What looks like a label with a unit it does
+    not know goes to ``problems``."""
     out = []
     for text, (r0, c0, r1, c1) in lines:
         length_nm, why = parse_length_nm(text)
         if why:
             problems.append(why)
         if length_nm is not None:
-            out.append((text, (r0, c0, r1, c1)))
+            out.append((text, length_nm, (r0, c0, r1, c1)))
             continue
         n = max(1, len(text))
         for m in _TOKEN.finditer(text):
             a, b = c0 + (c1 - c0) * m.start() / n, c0 + (c1 - c0) * m.end() / n
-            out.append((m.group(0), (r0, int(a), r1, int(np.ceil(b)))))
+            out.append((m.group(0), parse_length_nm(m.group(0))[0], (r0, int(a), r1, int(np.ceil(b)))))
     return out
 
 
@@ -278,8 +278,7 @@ def read_scale_bar(image: np.ndarray, ocr=None) -> ScaleBar:
     boxes = [(np.asarray(poly, float) * (x.shape[0] / small.shape[0]), t, p) for poly, t, p in boxes or []]
     found, problems = [], []
     lines = _lines(boxes)
-    for text, box in _labels(lines, problems):
-        length_nm = parse_length_nm(text)[0]
+    for text, length_nm, box in _labels(lines, problems):
         bar = find_bar(x, box, tuple(b for t, b in lines if not _contains(b, box)))
         if bar is None:
             problems.append(f"label {text!r} read, but no bar of at least {MIN_BAR_PX} px beside it")
