@@ -275,7 +275,8 @@ def read_scale_bar(image: np.ndarray, ocr=None) -> ScaleBar:
         np.zeros(small.shape, np.uint8) if hi <= lo else ((small - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     )
     boxes, _ = ocr(grey)
-    boxes = [(np.asarray(poly, float) * (x.shape[0] / small.shape[0]), t, p) for poly, t, p in boxes or []]
+    back = np.array([x.shape[1] / small.shape[1], x.shape[0] / small.shape[0]])  # (col, row) to x's px
+    boxes = [(np.asarray(poly, float) * back, t, p) for poly, t, p in boxes or []]
     found, problems = [], []
     lines = _lines(boxes)
     for text, length_nm, box in _labels(lines, problems):
