@@ -173,7 +173,7 @@ def main() -> None:
         tr = [n for n, f in zip(train_names, inner) if f != 0]
         ds = dataset(tr, val, figures, args.patches, seed=len(manifest), boundary=args.boundary)
         t0 = time.perf_counter()
-        run = fit(arch, ds, cfg, start_from=load_bundle(start.path).model)
+        run = fit(arch, ds, cfg, start_from=start.model)  # its weights are read, not changed
         extra = {
             "particle_diameter_px": list(start.diameter_range_px),
             "emps_finetune": {

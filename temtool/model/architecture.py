@@ -276,8 +276,8 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
             out.append(a)
         elif a.shape[:-1] == b.shape[:-1] and (a.shape[-1], b.shape[-1]) == (2, 3):  # the logits
             shift = np.float32(math.log(2.0)) if a.ndim == 1 else np.float32(0.0)  # bias, kernel
-            out.append(np.concatenate([a, a[..., 1:] - shift], axis=-1).astype(a.dtype))
-            out[-1][..., 1] -= shift
+            particle = a[..., 1:] - shift
+            out.append(np.concatenate([a[..., :1], particle, particle], axis=-1).astype(a.dtype))
         else:
             raise ArchitectureError(
                 f"{source.name} and {target.name} differ in their architecture "
